@@ -1,0 +1,1 @@
+"""Training engine: the trainer, checkpoints, seeding, schedules."""

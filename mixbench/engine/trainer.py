@@ -1,0 +1,254 @@
+"""The trainer: build the components a config names, run the method's step for each batch,
+checkpoint every epoch, evaluate with calibration at the end, and write results.json.
+
+Read top to bottom: ``train`` is the whole run; ``train_one_epoch`` is the hot loop."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra.utils
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from mixbench.data import DataBundle, make_loader
+from mixbench.engine.checkpoint import (CHECKPOINT_NAME, CheckpointError, load_checkpoint,
+                                        restore_model, save_checkpoint)
+from mixbench.engine.seeding import epoch_seed, seed_everything
+from mixbench.eval.evaluate import evaluate_model, predict
+from mixbench.methods import Method
+from mixbench.registry import BACKBONES, DATASETS, LOGGERS, LOSSES, METHODS, SCHEDULERS
+from mixbench.results.io import RESULTS_NAME, git_sha, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Keys that may change when a run is resumed: they do not change what is being trained.
+RESUME_MAY_DIFFER = ("trainer.resume", "trainer.progress", "trainer.device", "trainer.devices",
+                     "trainer.num_workers", "trainer.eval_batch_size", "trainer.log_every",
+                     "dataset.root", "dataset.download", "logger.")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class RunExistsError(RuntimeError):
+    """The run folder already holds a checkpoint and resume was not asked for."""
+
+
+@dataclass
+class Components:
+    data: DataBundle
+    model: torch.nn.Module
+    method: Method
+    loss_fn: torch.nn.Module
+    device: torch.device
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"trainer.device={name} but CUDA is not available; use trainer.device=cpu")
+    return device
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Reject bad values before anything runs, naming the key to fix. (Component arguments
+    are checked by the components' constructors, also at start-up.)"""
+    t = cfg.trainer
+    for key in ("epochs", "batch_size", "eval_batch_size", "eval_every", "log_every"):
+        _require(isinstance(t[key], int) and t[key] >= 1,
+                 f"trainer.{key} must be a positive integer, got {t[key]!r}")
+    _require(t.precision in PRECISIONS,
+             f"trainer.precision must be one of {list(PRECISIONS)}, got {t.precision!r}")
+    _require(t.devices == 1, f"trainer.devices={t.devices}: multi-process (DDP) training is not "
+                             f"available in this version; run with trainer.devices=1")
+    _require(cfg.optimizer.lr > 0, f"optimizer.lr must be > 0, got {cfg.optimizer.lr}")
+    _require(cfg.optimizer.get("weight_decay", 0) >= 0,
+             f"optimizer.weight_decay must be >= 0, got {cfg.optimizer.get('weight_decay')}")
+    _require(isinstance(cfg.seed, int), f"seed must be an integer, got {cfg.seed!r}")
+
+
+def build_components(cfg: DictConfig, device: torch.device) -> Components:
+    """Everything a run needs, from the config groups, via the registries."""
+    data = DATASETS.build(cfg.dataset)
+    model = BACKBONES.build(cfg.backbone, num_classes=data.num_classes,
+                            in_channels=data.in_channels).to(device)
+    if cfg.trainer.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    method = METHODS.build(cfg.method, num_classes=data.num_classes)
+    return Components(data, model, method, LOSSES.build(cfg.loss), device)
+
+
+def autocast_for(device: torch.device, precision: str):
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext
+    if dtype == torch.float16 and device.type != "cuda":
+        raise ValueError("trainer.precision=fp16 needs CUDA; use bf16 or fp32 on the CPU")
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+def train_one_epoch(model, loader, method: Method, loss_fn, optimizer, scheduler, scaler,
+                    epoch: int, *, device: torch.device, autocast=contextlib.nullcontext,
+                    log_every: int = 50, progress: bool = True, desc: str = "") -> dict:
+    """One pass over ``loader``. Loss and accuracy stay on the device and are read every
+    ``log_every`` steps (also to stop on a non-finite loss), so the GPU is not synced per step."""
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device)
+    seen = 0
+    start = time.perf_counter()
+    bar = tqdm(total=len(loader), desc=desc, disable=not progress, leave=False,
+               dynamic_ncols=True)
+    for step, (x, y) in enumerate(loader):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with autocast():
+            out = method.step(model, (x, y), loss_fn)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(out.loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        loss_sum += out.loss.detach().float() * len(y)
+        correct += (out.logits[: len(y)].argmax(dim=1) == y).sum()
+        seen += len(y)
+        if (step + 1) % log_every == 0 or step + 1 == len(loader):
+            mean_loss = loss_sum.item() / seen
+            if not torch.isfinite(torch.tensor(mean_loss)):
+                bar.close()
+                raise NonFiniteLossError(f"the training loss became {mean_loss} at epoch "
+                                         f"{epoch + 1}, step {step + 1}")
+            rate = seen / (time.perf_counter() - start)
+            bar.set_postfix(loss=f"{mean_loss:.4f}", acc=f"{correct.item() / seen:.3f}",
+                            img_s=f"{rate:.0f}")
+            bar.update(step + 1 - bar.n)
+    bar.close()
+    elapsed = time.perf_counter() - start
+    return {"train_loss": loss_sum.item() / seen, "train_top1": correct.item() / seen,
+            "samples": seen, "epoch_s": elapsed, "samples_per_s": seen / elapsed}
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out = {}
+        for key, value in tree.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def check_same_experiment(saved: dict, current: dict, source: Path) -> None:
+    old, new = _flatten(saved), _flatten(current)
+    differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)
+                    and not any(k == p or k.startswith(p) for p in RESUME_MAY_DIFFER))
+    if differ:
+        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ[:8])
+        raise CheckpointError(f"cannot resume from {source}: it was trained with a different "
+                              f"config ({shown}). Resume with the original settings, or start "
+                              f"a new run in another hydra.run.dir.")
+
+
+def train(cfg: DictConfig, run_dir: str | Path) -> dict:
+    """Train and evaluate one run described by ``cfg``; results land in ``run_dir``."""
+    validate_config(cfg)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    ckpt_path = run_dir / CHECKPOINT_NAME
+    if ckpt_path.exists() and not cfg.trainer.resume:
+        raise RunExistsError(f"{run_dir} already holds a run (checkpoint {ckpt_path.name}). "
+                             f"Pass trainer.resume=true to continue it, or choose another "
+                             f"hydra.run.dir for a new run.")
+    device = resolve_device(cfg.trainer.device)
+    seed_everything(cfg.seed)
+    parts = build_components(cfg, device)
+    model, data, t = parts.model, parts.data, cfg.trainer
+    train_loader = make_loader(data, "train", t.batch_size, train=True, device=device,
+                               num_workers=t.num_workers)
+    eval_loaders = {which: make_loader(data, which, t.eval_batch_size, train=False,
+                                       device=device, num_workers=t.num_workers)
+                    for which in ("val", "test")}
+    optimizer = hydra.utils.instantiate(cfg.optimizer)(model.parameters())
+    scheduler = SCHEDULERS.build(cfg.scheduler, optimizer=optimizer, epochs=t.epochs,
+                                 steps_per_epoch=len(train_loader))
+    scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
+    autocast = autocast_for(device, t.precision)
+
+    start_epoch, history, train_s = 0, [], 0.0
+    if ckpt_path.exists():
+        state = load_checkpoint(ckpt_path)
+        check_same_experiment(state["config"], config, ckpt_path)
+        restore_model(model, state["model"], ckpt_path)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        parts.method.load_state_dict(state["method"])
+        start_epoch, history, train_s = state["epoch"], state["history"], state["train_s"]
+        log.info("resuming %s from epoch %d/%d", run_dir, start_epoch, t.epochs)
+    elif t.resume:
+        log.info("trainer.resume=true but %s has no checkpoint: starting from scratch", run_dir)
+
+    results: dict[str, Any] = {"config": config, "task": data.task, "seed": cfg.seed,
+                               "git_sha": git_sha(), "status": "running"}
+    write_json_atomic(run_dir / RESULTS_NAME, results)
+    logger = LOGGERS.build(cfg.logger, run_dir=run_dir, config=config)
+    log.info("run %s: %s on %s, method %s, %d epochs on %s", run_dir, cfg.backbone.name,
+             cfg.dataset.name, parts.method, t.epochs, device)
+    try:
+        for epoch in range(start_epoch, t.epochs):
+            seed_everything(epoch_seed(cfg.seed, epoch))
+            stats = train_one_epoch(model, train_loader, parts.method, parts.loss_fn, optimizer,
+                                    scheduler, scaler, epoch, device=device, autocast=autocast,
+                                    log_every=t.log_every, progress=t.progress,
+                                    desc=f"epoch {epoch + 1}/{t.epochs}")
+            train_s += stats.pop("epoch_s")
+            record = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0], **stats}
+            if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
+                logits, labels = predict(model, eval_loaders["test"], device, autocast)
+                record["test_top1"] = (logits.argmax(1) == labels).float().mean().item()
+            history.append(record)
+            save_checkpoint(ckpt_path, {
+                "epoch": epoch + 1, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(), "method": parts.method.state_dict(),
+                "history": history, "train_s": train_s, "config": config})
+            logger.log_epoch(history)
+
+        eval_start = time.perf_counter()
+        metrics = evaluate_model(model, eval_loaders["val"], eval_loaders["test"], device,
+                                 n_bins=cfg.eval.n_bins, autocast=autocast,
+                                 figure_path=run_dir / "reliability.png")
+        samples = sum(r["samples"] for r in history)
+        results.update(metrics, history=history, status="completed", timings={
+            "train_s": train_s, "eval_s": time.perf_counter() - eval_start,
+            "samples_per_s": samples / train_s if train_s > 0 else None})
+        write_json_atomic(run_dir / RESULTS_NAME, results)
+        logger.log_results(results, run_dir / "reliability.png")
+    except BaseException as err:
+        # Leave a record that says what happened; the last good checkpoint stays as it was.
+        status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        results.update(status=status, error=f"{type(err).__name__}: {err}", history=history)
+        write_json_atomic(run_dir / RESULTS_NAME, results)
+        if isinstance(err, NonFiniteLossError):
+            kept = (f"The last good checkpoint ({ckpt_path}, epoch {history[-1]['epoch']}) "
+                    f"is kept." if history else "No epoch had completed.")
+            raise NonFiniteLossError(f"{err}. The run stopped. {kept} Lower optimizer.lr, "
+                                     f"check the data, or use trainer.precision=fp32.") from err
+        raise
+    finally:
+        logger.close()
+    return results

@@ -1,0 +1,48 @@
+"""Turn a trained model into the metrics of results.json: predictions on val and test,
+temperature fitted on val, every metric before and after, reliability bins and diagram."""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+
+from mixbench.eval.calibration import calibration_metrics, reliability_bins
+from mixbench.eval.reliability import plot_reliability
+from mixbench.eval.temperature import fit_temperature
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, loader, device: torch.device,
+            autocast=contextlib.nullcontext) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (float32, CPU) and labels for every sample of a loader, in order."""
+    model.eval()
+    logits, labels = [], []
+    for x, y in loader:
+        with autocast():
+            out = model(x.to(device, non_blocking=True))
+        logits.append(out.float())
+        labels.append(y.to(device, non_blocking=True))
+    return torch.cat(logits).cpu(), torch.cat(labels).cpu()
+
+
+def evaluate_model(model, val_loader, test_loader, device, *, n_bins: int = 15,
+                   figure_path: str | Path | None = None, autocast=contextlib.nullcontext) -> dict:
+    val_logits, val_labels = predict(model, val_loader, device, autocast)
+    test_logits, test_labels = predict(model, test_loader, device, autocast)
+    temperature = fit_temperature(val_logits, val_labels)
+    scaled = test_logits / temperature
+    results = {
+        "test": calibration_metrics(test_logits, test_labels, n_bins),
+        "test_ts": calibration_metrics(scaled, test_labels, n_bins),
+        "temperature": temperature,
+        "val": calibration_metrics(val_logits, val_labels, n_bins),
+        "reliability": reliability_bins(test_logits, test_labels, n_bins),
+        "reliability_ts": reliability_bins(scaled, test_labels, n_bins),
+    }
+    if figure_path is not None:
+        plot_reliability([(results["reliability"], f"test (ECE {results['test']['ece']:.3f})"),
+                          (results["reliability_ts"],
+                           f"after TS, T={temperature:.2f} (ECE {results['test_ts']['ece']:.3f})")],
+                         figure_path)
+    return results

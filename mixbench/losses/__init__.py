@@ -1,0 +1,43 @@
+"""Losses (registered in LOSSES). Every loss takes (logits B×K, soft targets B×K)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mixbench.registry import LOSSES
+
+
+class SoftTargetCrossEntropy(nn.Module):
+    """Cross-entropy against soft targets, with optional label smoothing of the targets:
+    t ← (1-ε)·t + ε/K. Integer class labels are accepted too."""
+
+    def __init__(self, label_smoothing: float = 0.0):
+        super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"loss.label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = float(label_smoothing)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if not target.is_floating_point():
+            target = nn.functional.one_hot(target, logits.shape[-1]).to(logits.dtype)
+        if target.shape != logits.shape:
+            raise ValueError(f"targets of shape {tuple(target.shape)} do not match logits "
+                             f"{tuple(logits.shape)}")
+        if self.label_smoothing:
+            target = target * (1.0 - self.label_smoothing) + self.label_smoothing / target.shape[-1]
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        return -(target * log_probs).sum(dim=-1).mean()
+
+    def extra_repr(self) -> str:
+        return f"label_smoothing={self.label_smoothing}"
+
+
+@LOSSES.register("soft_ce")
+def soft_ce(*, label_smoothing: float = 0.0) -> SoftTargetCrossEntropy:
+    return SoftTargetCrossEntropy(label_smoothing)
+
+
+@LOSSES.register("label_smoothing")
+def label_smoothing(*, label_smoothing: float = 0.1) -> SoftTargetCrossEntropy:
+    """Soft CE with smoothing on by default (its own name so tables tell the two apart)."""
+    return SoftTargetCrossEntropy(label_smoothing)

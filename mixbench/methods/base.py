@@ -1,0 +1,80 @@
+"""The method interface: a method owns its training step.
+
+``step(model, batch, loss_fn) -> StepOutput`` is what the trainer calls. The default step is
+"one-hot targets → mix inputs and targets → forward → loss on the mixed targets"; input-level
+mixers only implement ``mix_batch``. ``ERM`` is the method with no mixing."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from mixbench.registry import METHODS
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor
+    logits: torch.Tensor
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MixResult:
+    x: torch.Tensor
+    y: torch.Tensor  # soft targets B×K
+    # λ actually used (after box clipping): a float for one λ per batch, or a B-vector.
+    lam: float | torch.Tensor
+
+
+def check_batch(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> None:
+    if y.dim() != 2 or y.shape[0] != x.shape[0] or y.shape[1] != num_classes:
+        raise ValueError(f"targets must be soft labels of shape (batch={x.shape[0]}, "
+                         f"num_classes={num_classes}); got {tuple(y.shape)}")
+    if not y.is_floating_point():
+        raise ValueError(f"targets must be floating point, got {y.dtype}")
+
+
+class Method:
+    """Base class and the ERM baseline: no mixing."""
+
+    def __init__(self, *, num_classes: int):
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be positive, got {num_classes}")
+        self.num_classes = num_classes
+
+    def mix_batch(self, x: torch.Tensor, y: torch.Tensor) -> MixResult:
+        check_batch(x, y, self.num_classes)
+        return MixResult(x, y, 1.0)
+
+    def mix(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_mixed, y_mixed) from a batch and its soft targets B×K; inputs are not modified."""
+        result = self.mix_batch(x, y)
+        return result.x, result.y
+
+    def step(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor],
+             loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> StepOutput:
+        x, labels = batch
+        targets = nn.functional.one_hot(labels, self.num_classes).to(x.dtype)
+        mixed = self.mix_batch(x, targets)
+        logits = model(mixed.x)
+        return StepOutput(loss_fn(logits, mixed.y), logits, {"lam": mixed.lam})
+
+    # Methods with learnable parts or running statistics save them in checkpoints.
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            raise ValueError(f"{type(self).__name__} has no state, but the checkpoint holds "
+                             f"method state with keys {sorted(state)}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(num_classes={self.num_classes})"
+
+
+@METHODS.register("erm")
+class ERM(Method):
+    """Empirical risk minimisation: the no-mixing baseline (the default when no method is set)."""

@@ -1,0 +1,5 @@
+"""Backbones (registered in BACKBONES): CIFAR ResNets, a small CNN, and any timm model."""
+from mixbench.models import resnet, small, timm_adapter  # noqa: F401  (registration)
+from mixbench.models.base import Backbone
+
+__all__ = ["Backbone"]

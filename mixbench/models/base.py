@@ -1,0 +1,48 @@
+"""The shape every backbone shares: stem → stages → pooled features → linear head.
+
+``forward_features`` returns pooled B×D features; ``head`` is the classifier. Exposing the
+stages lets representation-level methods (manifold mixup) mix hidden states between them."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Backbone(nn.Module):
+    def __init__(self, stem: nn.Module, stages: list[nn.Module], num_features: int,
+                 num_classes: int, final: nn.Module | None = None):
+        super().__init__()
+        self.stem = stem
+        self.stages = nn.ModuleList(stages)
+        self.final = final if final is not None else nn.Identity()  # e.g. pre-act's last BN
+        self.num_features = num_features
+        self.head = nn.Linear(num_features, num_classes)
+
+    def pool(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(nn.functional.adaptive_avg_pool2d(self.final(h), 1), 1)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x)
+        for stage in self.stages:
+            h = stage(h)
+        return self.pool(h)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+
+def init_weights(module: nn.Module) -> None:
+    """Kaiming-normal convs, unit BN, zero-bias linear (torchvision's ResNet init)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.zeros_(m.bias)
+
+
+def conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))

@@ -1,0 +1,22 @@
+"""A small CNN sized for 8×8 digits (and fine on 28×28 Fashion-MNIST)."""
+from __future__ import annotations
+
+from torch import nn
+
+from mixbench.models.base import Backbone, conv_bn_relu, init_weights
+from mixbench.registry import BACKBONES
+
+
+@BACKBONES.register("small_cnn")
+def small_cnn(*, num_classes: int, in_channels: int = 1, width: int = 32) -> Backbone:
+    """Three conv-BN-ReLU stages (width, 2·width, 4·width), one 2× downsampling."""
+    if width <= 0:
+        raise ValueError(f"backbone.width must be positive, got {width}")
+    model = Backbone(
+        stem=conv_bn_relu(in_channels, width),
+        stages=[nn.Sequential(conv_bn_relu(width, 2 * width), nn.MaxPool2d(2)),
+                conv_bn_relu(2 * width, 4 * width)],
+        num_features=4 * width, num_classes=num_classes,
+    )
+    init_weights(model)
+    return model

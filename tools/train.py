@@ -1,0 +1,30 @@
+"""Train one run (or a sweep with -m).
+
+    python tools/train.py                       # ERM on digits
+    python tools/train.py +method=mixup seed=1  # mixup
+    python tools/train.py -m +method=erm,mixup,cutmix seed=0,1
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, too
+
+from mixbench.engine.trainer import train  # noqa: E402
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float:
+    results = train(cfg, HydraConfig.get().runtime.output_dir)
+    return results["test"]["top1"]  # the value Hydra sweepers optimise
+
+
+if __name__ == "__main__":
+    main()
