@@ -9,6 +9,8 @@ from typing import Any, Callable, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
+from mixbench.errors import ConfigError
+
 
 class Registry:
     def __init__(self, kind: str):
@@ -31,7 +33,7 @@ class Registry:
     def get(self, name: str) -> Callable[..., Any]:
         load_all()
         if name not in self._factories:
-            raise KeyError(
+            raise ConfigError(
                 f"unknown {self.kind} '{name}'. Known {self.kind}s: {', '.join(self.names())}"
             )
         return self._factories[name]
@@ -43,7 +45,7 @@ class Registry:
             cfg = OmegaConf.to_container(cfg, resolve=True)
         kwargs = dict(cfg)
         if "name" not in kwargs:
-            raise KeyError(f"a {self.kind} config needs a 'name' key; got keys {sorted(kwargs)}")
+            raise ConfigError(f"a {self.kind} config needs a 'name' key; got keys {sorted(kwargs)}")
         factory = self.get(kwargs.pop("name"))
         return factory(**kwargs, **extra)
 

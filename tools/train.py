@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -16,13 +17,19 @@ from omegaconf import DictConfig
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, too
 
 from mixbench.engine.trainer import train  # noqa: E402
+from mixbench.errors import MixbenchError  # noqa: E402
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+log = logging.getLogger("mixbench")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float:
-    results = train(cfg, HydraConfig.get().runtime.output_dir)
+    try:
+        results = train(cfg, HydraConfig.get().runtime.output_dir)
+    except MixbenchError as err:  # a user mistake: say what to do, no traceback
+        log.error("error: %s", err)
+        sys.exit(1)
     return results["test"]["top1"]  # the value Hydra sweepers optimise
 
 

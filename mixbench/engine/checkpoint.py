@@ -10,12 +10,10 @@ from typing import Any
 
 import torch
 
+from mixbench.errors import CheckpointError
+
 FORMAT = "mixbench-checkpoint-v1"
 CHECKPOINT_NAME = "last.pt"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used; the message says why and what to do."""
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 from mixbench.registry import SCHEDULERS
+from mixbench.errors import ConfigError
 
 
 def _with_warmup(factor: Callable[[int], float], warmup_steps: int) -> Callable[[int], float]:
@@ -24,7 +25,7 @@ def _with_warmup(factor: Callable[[int], float], warmup_steps: int) -> Callable[
 
 def _check_warmup(warmup_epochs: float, epochs: int) -> None:
     if not 0 <= warmup_epochs < max(epochs, 1):
-        raise ValueError(f"scheduler.warmup_epochs must be in [0, trainer.epochs={epochs}), "
+        raise ConfigError(f"scheduler.warmup_epochs must be in [0, trainer.epochs={epochs}), "
                          f"got {warmup_epochs}")
 
 
@@ -50,7 +51,7 @@ def multistep(*, optimizer: Optimizer, epochs: int, steps_per_epoch: int,
     """Multiply the lr by ``gamma`` at each milestone epoch."""
     _check_warmup(warmup_epochs, epochs)
     if not 0 < gamma <= 1:
-        raise ValueError(f"scheduler.gamma must be in (0, 1], got {gamma}")
+        raise ConfigError(f"scheduler.gamma must be in (0, 1], got {gamma}")
     milestones = sorted(int(m) for m in milestones)
 
     def factor(step: int) -> float:

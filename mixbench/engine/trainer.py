@@ -17,13 +17,15 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from mixbench.data import DataBundle, make_loader
-from mixbench.engine.checkpoint import (CHECKPOINT_NAME, CheckpointError, load_checkpoint,
-                                        restore_model, save_checkpoint)
+from mixbench.engine.checkpoint import (CHECKPOINT_NAME, load_checkpoint, restore_model,
+                                        save_checkpoint)
 from mixbench.engine.seeding import epoch_seed, seed_everything
 from mixbench.eval.evaluate import evaluate_model, predict
 from mixbench.methods import Method
 from mixbench.registry import BACKBONES, DATASETS, LOGGERS, LOSSES, METHODS, SCHEDULERS
-from mixbench.results.io import RESULTS_NAME, git_sha, write_json_atomic
+from mixbench.results.io import RESULTS_NAME, git_sha, read_results, write_json_atomic
+from mixbench.errors import (CheckpointError, ConfigError, NonFiniteLossError,
+                             RunExistsError)
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +34,6 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 RESUME_MAY_DIFFER = ("trainer.resume", "trainer.progress", "trainer.device", "trainer.devices",
                      "trainer.num_workers", "trainer.eval_batch_size", "trainer.log_every",
                      "dataset.root", "dataset.download", "logger.")
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite."""
-
-
-class RunExistsError(RuntimeError):
-    """The run folder already holds a checkpoint and resume was not asked for."""
 
 
 @dataclass
@@ -56,13 +50,13 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"trainer.device={name} but CUDA is not available; use trainer.device=cpu")
+        raise ConfigError(f"trainer.device={name} but CUDA is not available; use trainer.device=cpu")
     return device
 
 
 def _require(condition: bool, message: str) -> None:
     if not condition:
-        raise ValueError(message)
+        raise ConfigError(message)
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -98,7 +92,7 @@ def autocast_for(device: torch.device, precision: str):
     if dtype is None:
         return contextlib.nullcontext
     if dtype == torch.float16 and device.type != "cuda":
-        raise ValueError("trainer.precision=fp16 needs CUDA; use bf16 or fp32 on the CPU")
+        raise ConfigError("trainer.precision=fp16 needs CUDA; use bf16 or fp32 on the CPU")
     return lambda: torch.autocast(device.type, dtype=dtype)
 
 
@@ -251,4 +245,35 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         raise
     finally:
         logger.close()
+    return results
+
+
+def evaluate_run(run_dir: str | Path, device: str = "auto") -> dict:
+    """Re-evaluate a saved run from its checkpoint and rewrite its results.json (history and
+    training time are kept; metrics, temperature and reliability are recomputed)."""
+    run_dir = Path(run_dir)
+    state = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    cfg = OmegaConf.create(state["config"])
+    torch_device = resolve_device(device)
+    parts = build_components(cfg, torch_device)
+    restore_model(parts.model, state["model"], run_dir / CHECKPOINT_NAME)
+    loaders = [make_loader(parts.data, which, cfg.trainer.eval_batch_size, train=False,
+                           device=torch_device) for which in ("val", "test")]
+    eval_start = time.perf_counter()
+    metrics = evaluate_model(parts.model, *loaders, torch_device, n_bins=cfg.eval.n_bins,
+                             figure_path=run_dir / "reliability.png")
+    results_path = run_dir / RESULTS_NAME
+    try:
+        results = read_results(results_path)
+    except (OSError, ValueError):
+        results = {"config": state["config"], "seed": cfg.seed, "git_sha": git_sha()}
+    complete = state["epoch"] == cfg.trainer.epochs
+    samples = sum(r["samples"] for r in state["history"])
+    results.update(metrics, task=parts.data.task, history=state["history"],
+                   status="completed" if complete else "partial",
+                   timings={"train_s": state["train_s"],
+                            "eval_s": time.perf_counter() - eval_start,
+                            "samples_per_s": samples / state["train_s"] if state["train_s"] else None})
+    results.pop("error", None)
+    write_json_atomic(results_path, results)
     return results

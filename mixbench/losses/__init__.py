@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from mixbench.registry import LOSSES
+from mixbench.errors import ConfigError
 
 
 class SoftTargetCrossEntropy(nn.Module):
@@ -14,7 +15,7 @@ class SoftTargetCrossEntropy(nn.Module):
     def __init__(self, label_smoothing: float = 0.0):
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"loss.label_smoothing must be in [0, 1), got {label_smoothing}")
+            raise ConfigError(f"loss.label_smoothing must be in [0, 1), got {label_smoothing}")
         self.label_smoothing = float(label_smoothing)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

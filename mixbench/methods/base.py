@@ -11,6 +11,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from mixbench.errors import CheckpointError
 from mixbench.registry import METHODS
 
 
@@ -68,7 +69,7 @@ class Method:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state:
-            raise ValueError(f"{type(self).__name__} has no state, but the checkpoint holds "
+            raise CheckpointError(f"{type(self).__name__} has no state, but the checkpoint holds "
                              f"method state with keys {sorted(state)}")
 
     def __repr__(self) -> str:

@@ -11,6 +11,7 @@ import torch
 
 from mixbench.methods.base import Method, MixResult, check_batch
 from mixbench.registry import METHODS
+from mixbench.errors import ConfigError
 
 LAM_MODES = ("batch", "sample")
 
@@ -20,11 +21,11 @@ class SampleMixer(Method):
                  lam_mode: str = "batch"):
         super().__init__(num_classes=num_classes)
         if not alpha > 0:
-            raise ValueError(f"method.alpha must be > 0 (Beta(alpha, alpha)), got {alpha}")
+            raise ConfigError(f"method.alpha must be > 0 (Beta(alpha, alpha)), got {alpha}")
         if not 0.0 <= prob <= 1.0:
-            raise ValueError(f"method.prob must be in [0, 1], got {prob}")
+            raise ConfigError(f"method.prob must be in [0, 1], got {prob}")
         if lam_mode not in LAM_MODES:
-            raise ValueError(f"method.lam_mode must be one of {LAM_MODES}, got {lam_mode!r}")
+            raise ConfigError(f"method.lam_mode must be one of {LAM_MODES}, got {lam_mode!r}")
         self.alpha, self.prob, self.lam_mode = float(alpha), float(prob), lam_mode
         self._beta = torch.distributions.Beta(torch.tensor(self.alpha), torch.tensor(self.alpha))
 

@@ -6,6 +6,7 @@ from torch import nn
 
 from mixbench.models.base import Backbone, conv_bn_relu, init_weights
 from mixbench.registry import BACKBONES
+from mixbench.errors import ConfigError
 
 
 def _shortcut(cin: int, cout: int, stride: int) -> nn.Module:
@@ -115,7 +116,7 @@ def wrn28_10(*, num_classes: int, in_channels: int = 3, depth: int = 28, widen_f
              dropout: float = 0.0) -> Backbone:
     """Wide-ResNet (Zagoruyko & Komodakis): 3 stages of (depth-4)/6 pre-act blocks."""
     if (depth - 4) % 6 != 0:
-        raise ValueError(f"backbone.depth must be 6n+4 (e.g. 28), got {depth}")
+        raise ConfigError(f"backbone.depth must be 6n+4 (e.g. 28), got {depth}")
     n = (depth - 4) // 6
     widths = [16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
     stages, width = _stages(PreActBlock, widths, [n, n, n], 16, dropout=dropout)

@@ -5,13 +5,14 @@ from torch import nn
 
 from mixbench.models.base import Backbone, conv_bn_relu, init_weights
 from mixbench.registry import BACKBONES
+from mixbench.errors import ConfigError
 
 
 @BACKBONES.register("small_cnn")
 def small_cnn(*, num_classes: int, in_channels: int = 1, width: int = 32) -> Backbone:
     """Three conv-BN-ReLU stages (width, 2·width, 4·width), one 2× downsampling."""
     if width <= 0:
-        raise ValueError(f"backbone.width must be positive, got {width}")
+        raise ConfigError(f"backbone.width must be positive, got {width}")
     model = Backbone(
         stem=conv_bn_relu(in_channels, width),
         stages=[nn.Sequential(conv_bn_relu(width, 2 * width), nn.MaxPool2d(2)),

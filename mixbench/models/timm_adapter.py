@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from mixbench.registry import BACKBONES
+from mixbench.errors import ConfigError
 
 
 class TimmBackbone(nn.Module):
@@ -33,7 +34,7 @@ def timm_backbone(*, num_classes: int, in_channels: int = 3, model_name: str = "
                   checkpoint: str | None = None, model_kwargs: dict | None = None) -> TimmBackbone:
     if model_name not in timm.list_models():
         close = timm.list_models(f"*{model_name.split('_')[0]}*")[:10]
-        raise ValueError(f"backbone.model_name={model_name!r} is not a timm model. "
+        raise ConfigError(f"backbone.model_name={model_name!r} is not a timm model. "
                          f"Similar names: {', '.join(close) or 'none'}")
     model = timm.create_model(model_name, pretrained=False, num_classes=num_classes,
                               in_chans=in_channels, **(model_kwargs or {}))

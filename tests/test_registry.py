@@ -1,0 +1,45 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mixbench.errors import ConfigError
+from mixbench.registry import BACKBONES, DATASETS, LOSSES, METHODS, Registry
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_build_passes_kwargs_and_runtime_extras():
+    method = METHODS.build({"name": "mixup", "alpha": 0.4}, num_classes=7)
+    assert method.alpha == 0.4 and method.num_classes == 7
+
+
+def test_unknown_name_lists_known_names():
+    with pytest.raises(ConfigError) as err:
+        METHODS.build({"name": "nosuch"}, num_classes=3)
+    message = str(err.value)
+    assert "nosuch" in message and "mixup" in message and "cutmix" in message
+
+
+def test_missing_name_key_is_explained():
+    with pytest.raises(ConfigError, match="'name' key"):
+        LOSSES.build({"label_smoothing": 0.1})
+
+
+def test_duplicate_registration_raises():
+    registry = Registry("thing")
+    registry.register("a")(lambda: 1)
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register("a")(lambda: 2)
+
+
+@pytest.mark.parametrize("group,registry", [("method", METHODS), ("backbone", BACKBONES),
+                                            ("dataset", DATASETS), ("loss", LOSSES)])
+def test_every_config_file_names_a_registered_component(group, registry):
+    files = sorted((CONFIGS / group).glob("*.yaml"))
+    assert files, f"no configs in {group}/"
+    for path in files:
+        data = yaml.safe_load(path.read_text())
+        node = data if "name" in data else data[group]  # `# @package _global_` configs nest it
+        name = node["name"]
+        assert name in registry, f"{path.name} names unregistered {group} {name!r}"
