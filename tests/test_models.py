@@ -1,0 +1,55 @@
+"""Every registered backbone: logits and pooled features of the right shape, a linear head."""
+import pytest
+import torch
+
+from mixbench.errors import ConfigError
+from mixbench.registry import BACKBONES
+
+# (config, input shape). Heavy CIFAR nets get a tiny batch; timm covers a CNN and a ViT.
+CASES = {
+    "small_cnn": ({"name": "small_cnn"}, (2, 1, 8, 8)),
+    "resnet18": ({"name": "resnet18"}, (2, 3, 32, 32)),
+    "resnet34": ({"name": "resnet34"}, (2, 3, 32, 32)),
+    "resnet50": ({"name": "resnet50"}, (2, 3, 32, 32)),
+    "preactresnet18": ({"name": "preactresnet18"}, (2, 3, 32, 32)),
+    "wrn28_10": ({"name": "wrn28_10", "widen_factor": 2}, (2, 3, 32, 32)),
+    "timm": ({"name": "timm", "model_name": "resnet10t"}, (2, 3, 32, 32)),
+}
+
+
+def test_every_backbone_has_a_case():
+    assert sorted(CASES) == BACKBONES.names()
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_backbone_shapes(name):
+    cfg, shape = CASES[name]
+    model = BACKBONES.build(cfg, num_classes=7, in_channels=shape[1]).eval()
+    x = torch.randn(shape)
+    with torch.no_grad():
+        features = model.forward_features(x)
+        logits = model(x)
+    assert logits.shape == (2, 7)
+    assert features.shape == (2, model.num_features)
+    assert isinstance(model.head, torch.nn.Linear) and model.head.out_features == 7
+    assert torch.allclose(model.head(features), logits, atol=1e-5)
+
+
+def test_cifar_resnet_keeps_resolution_in_the_stem():
+    model = BACKBONES.build({"name": "resnet18"}, num_classes=10)
+    h = model.stem(torch.randn(1, 3, 32, 32))
+    assert h.shape[-2:] == (32, 32)  # 3×3 stride-1 stem, no max-pool (OpenMixup's CIFAR variant)
+
+
+def test_timm_vit_and_unknown_name():
+    model = BACKBONES.build({"name": "timm", "model_name": "vit_tiny_patch16_224",
+                             "model_kwargs": {"img_size": 32, "patch_size": 8}},
+                            num_classes=5, in_channels=3)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 5)
+    with pytest.raises(ConfigError, match="not a timm model"):
+        BACKBONES.build({"name": "timm", "model_name": "resnet_nosuch"}, num_classes=5)
+
+
+def test_wrn_depth_is_validated():
+    with pytest.raises(ConfigError, match="backbone.depth"):
+        BACKBONES.build({"name": "wrn28_10", "depth": 27}, num_classes=10)
