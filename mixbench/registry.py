@@ -5,6 +5,7 @@ looks the name up and calls the registered factory with the rest.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Mapping
 
 from omegaconf import DictConfig, OmegaConf
@@ -46,7 +47,14 @@ class Registry:
         kwargs = dict(cfg)
         if "name" not in kwargs:
             raise ConfigError(f"a {self.kind} config needs a 'name' key; got keys {sorted(kwargs)}")
-        factory = self.get(kwargs.pop("name"))
+        name = kwargs.pop("name")
+        factory = self.get(name)
+        try:
+            inspect.signature(factory).bind(**kwargs, **extra)
+        except TypeError as err:
+            options = [p for p in inspect.signature(factory).parameters if p not in extra]
+            raise ConfigError(f"{self.kind} '{name}': {err}. Its options are: "
+                              f"{', '.join(options) or 'none'}") from err
         return factory(**kwargs, **extra)
 
     def __contains__(self, name: str) -> bool:

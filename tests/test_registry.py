@@ -43,3 +43,9 @@ def test_every_config_file_names_a_registered_component(group, registry):
         node = data if "name" in data else data[group]  # `# @package _global_` configs nest it
         name = node["name"]
         assert name in registry, f"{path.name} names unregistered {group} {name!r}"
+
+
+def test_misspelled_option_lists_the_real_ones():
+    with pytest.raises(ConfigError) as err:
+        METHODS.build({"name": "mixup", "alpah": 0.3}, num_classes=3)
+    assert "alpah" in str(err.value) and "alpha, prob, lam_mode" in str(err.value)

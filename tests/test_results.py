@@ -42,3 +42,12 @@ def test_summary_means_stds_seeds_and_exclusions(tmp_path):
     text = to_markdown(table)
     assert "**85.00 ± 5.00**" in text  # best top-1 (higher is better) in bold
     assert "**3.00 ± 1.00**" in text  # best ECE (lower is better) in bold
+
+
+def test_constant_identity_columns_become_a_caption(tmp_path):
+    write_run(tmp_path, "a", "mixup", 0, 0.9, 0.02)
+    write_run(tmp_path, "b", "erm", 0, 0.8, 0.03)
+    text = to_markdown(summarize(load_runs(tmp_path).completed))
+    caption, table = text.split("\n\n")
+    assert caption == "dataset digits · backbone small_cnn · loss soft_ce · epochs 12"
+    assert "| method" in table and "| dataset" not in table

@@ -14,15 +14,15 @@ from mixbench.results.io import RESULTS_NAME
 log = logging.getLogger(__name__)
 
 IDENTITY = ["dataset", "backbone", "method", "loss", "epochs"]
-# (column, header, scale, higher_is_better) for the classification table.
+# (column, header, scale, higher_is_better, decimals) for the classification table.
 CLASSIFICATION_COLUMNS = [
-    ("top1", "top-1 %", 100, True),
-    ("ece", "ECE %", 100, False),
-    ("nll", "NLL", 1, False),
-    ("brier", "Brier", 1, False),
-    ("ts_ece", "ECE after TS %", 100, False),
-    ("temperature", "T", 1, None),
-    ("train_s", "train s", 1, None),
+    ("top1", "top-1 %", 100, True, 2),
+    ("ece", "ECE %", 100, False, 2),
+    ("nll", "NLL", 1, False, 3),
+    ("brier", "Brier", 1, False, 3),
+    ("ts_ece", "ECE after TS %", 100, False, 2),
+    ("temperature", "T", 1, None, 2),
+    ("train_s", "train s", 1, None, 1),
 ]
 
 
@@ -83,17 +83,20 @@ def summarize(runs: pd.DataFrame, columns=CLASSIFICATION_COLUMNS) -> pd.DataFram
 
 
 def to_markdown(summary: pd.DataFrame, columns=CLASSIFICATION_COLUMNS) -> str:
-    """mean ± std per column, the best value of each metric column in bold."""
-    shown = summary[IDENTITY + ["seeds"]].copy()
-    for col, header, scale, higher in columns:
+    """mean ± std per column, the best value of each metric column in bold. Identity columns
+    that are the same on every row move to a caption line above the table."""
+    constant = [c for c in IDENTITY if summary[c].nunique(dropna=False) == 1 and len(summary) > 1]
+    caption = " · ".join(f"{c} {summary[c].iloc[0]}" for c in constant)
+    shown = summary[[c for c in IDENTITY if c not in constant] + ["seeds"]].copy()
+    for col, header, scale, higher, digits in columns:
         if col not in summary:
             continue
         mean, std = summary[col] * scale, summary[f"{col}_std"] * scale
-        digits = 2 if scale == 100 else 3
         cells = [f"{m:.{digits}f} ± {s:.{digits}f}" if pd.notna(m) else "—"
                  for m, s in zip(mean, std)]
         if higher is not None and mean.notna().any():
             best = mean.idxmax() if higher else mean.idxmin()
             cells[best] = f"**{cells[best]}**"
         shown[header + (" ↑" if higher else " ↓" if higher is False else "")] = cells
-    return shown.to_markdown(index=False)
+    table = shown.to_markdown(index=False)
+    return f"{caption}\n\n{table}" if caption else table
