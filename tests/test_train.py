@@ -151,3 +151,14 @@ def test_evaluate_run_reproduces_results(cfg_factory, tmp_path):
     again = evaluate_run(tmp_path, device="cpu")
     assert again["test"] == pytest.approx(original["test"])
     assert again["status"] == "completed" and again["history"] == original["history"]
+
+
+def test_bf16_autocast_and_channels_last_on_cpu(cfg_factory, tmp_path):
+    results = train(cfg_factory("+method=mixup", "trainer.precision=bf16",
+                                "trainer.channels_last=true"), tmp_path)
+    assert results["status"] == "completed" and results["test"]["top1"] > 0.3
+
+
+def test_fp16_on_cpu_is_refused(cfg_factory, tmp_path):
+    with pytest.raises(ConfigError, match="fp16 needs CUDA"):
+        train(cfg_factory("trainer.precision=fp16", "trainer.device=cpu"), tmp_path)
