@@ -1,8 +1,12 @@
 """Build the leaderboard from every results.json under a folder.
 
-    python tools/leaderboard.py runs/benchmark [--out DIR]
+    python tools/leaderboard.py runs/benchmark
+    python tools/leaderboard.py runs --out site --filter dataset=cifar100 --group-by method,loss
+    python tools/leaderboard.py runs --top1 last10_median \\
+        --compare-to benchmarks/reference/openmixup_cifar_resnet18.csv
 
-Prints a markdown table (mean ± std over seeds) and writes leaderboard.md and leaderboard.csv.
+Writes leaderboard.md, leaderboard.csv and leaderboard.html (self-contained) and prints the
+markdown. Runs that did not complete are listed, never averaged; unreadable files are reported.
 """
 from __future__ import annotations
 
@@ -10,36 +14,92 @@ import argparse
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mixbench.results.table import load_runs, summarize, to_markdown  # noqa: E402
+from mixbench.results.html import render_html  # noqa: E402
+from mixbench.results.table import (COLUMNS, CONSOLE_KEYS, IDENTITY,  # noqa: E402
+                                    attach_reference, filter_runs, load_runs, summarize,
+                                    to_markdown)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[1:]))
+    parser.add_argument("runs_dir", type=Path, help="folder searched recursively for runs")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs_dir)")
+    parser.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                        help="keep runs whose KEY (dataset, backbone, method, loss, epochs, seed) "
+                             "equals VALUE; repeatable")
+    parser.add_argument("--group-by", default=",".join(IDENTITY),
+                        help=f"comma-separated columns to group seeds by (default: "
+                             f"{','.join(IDENTITY)})")
+    parser.add_argument("--top1", choices=["final", "last10_median"], default="final",
+                        help="top-1 of the final model, or OpenMixup's median of the last 10 "
+                             "epochs' test top-1 (from the run history)")
+    parser.add_argument("--compare-to", type=Path, default=None, metavar="FILE.csv",
+                        help="published table to put beside ours (benchmarks/reference/*.csv)")
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs_dir", type=Path, help="folder searched recursively for runs")
-    parser.add_argument("--out", type=Path, default=None, help="where to write (default: runs_dir)")
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     if not args.runs_dir.is_dir():
         print(f"error: {args.runs_dir} is not a folder", file=sys.stderr)
         return 2
-    runs = load_runs(args.runs_dir)
-    if runs.completed.empty:
-        print(f"error: no completed runs under {args.runs_dir}", file=sys.stderr)
+    table = load_runs(args.runs_dir)
+    try:
+        filters = dict(item.split("=", 1) for item in args.filter)
+    except ValueError:
+        print(f"error: --filter takes KEY=VALUE, got {args.filter}", file=sys.stderr)
+        return 2
+    group_by = [g.strip() for g in args.group_by.split(",") if g.strip()]
+    reference = pd.read_csv(args.compare_to) if args.compare_to else None
+    try:
+        runs = filter_runs(table.completed, filters)
+        unknown = [g for g in group_by if g not in runs]
+        if unknown:
+            raise KeyError(f"cannot group by {unknown}: choose from {', '.join(IDENTITY)}, seed")
+        if args.top1 == "last10_median" and "top1" in runs:
+            runs = runs.assign(top1=runs["last10_median_top1"])
+        sections, texts, console = [], [], []
+        for task, task_runs in runs.groupby("task", sort=True):
+            columns = COLUMNS[task]
+            summary = summarize(task_runs, columns, group_by)
+            if reference is not None and columns[0].key in reference:
+                summary = attach_reference(summary, reference, columns[0])
+            title = f"{task} (top-1: {args.top1})" if task == "classification" else task
+            sections.append((title, task_runs, summary, columns, group_by))
+            texts.append(f"## {title}\n\n{to_markdown(summary, columns, group_by)}")
+            short = [c for c in columns if c.key in CONSOLE_KEYS[task]]
+            console.append(f"## {title}\n\n{to_markdown(summary, short, group_by)}")
+    except KeyError as err:
+        print(f"error: {err.args[0]}", file=sys.stderr)
+        return 2
+    if not sections:
+        print(f"error: no completed runs under {args.runs_dir}"
+              + (f" matching {filters}" if filters else ""), file=sys.stderr)
         return 1
-    summary = summarize(runs.completed)
-    text = to_markdown(summary)
+
     out = args.out or args.runs_dir
     out.mkdir(parents=True, exist_ok=True)
+    text = "\n\n".join(texts)
     (out / "leaderboard.md").write_text(f"# mixbench leaderboard\n\n{text}\n")
-    summary.to_csv(out / "leaderboard.csv", index=False)
-    print(text)
-    print(f"\n{len(runs.completed)} completed runs under {args.runs_dir}")
-    for _, row in runs.incomplete.iterrows():
-        print(f"not completed ({row['status']}): {row['run_dir']}")
-    for path, reason in runs.unreadable:
+    pd.concat([s.assign(task=sec[0]) for sec in sections for s in [sec[2]]]).to_csv(
+        out / "leaderboard.csv", index=False)
+    (out / "leaderboard.html").write_text(render_html(sections, table, str(args.runs_dir)))
+
+    print("\n\n".join(console))
+    print(f"\n{len(runs)} completed runs under {args.runs_dir}")
+    for row in table.incomplete.itertuples():
+        print(f"not completed ({row.status}), not averaged: {row.run_dir}")
+    for path, reason in table.unreadable:
         print(f"unreadable, skipped: {path} ({reason})")
-    print(f"written: {out / 'leaderboard.md'}, {out / 'leaderboard.csv'}")
+    for run_dir in table.duplicates.get("run_dir", []):
+        print(f"duplicate (same config and seed as another run): {run_dir}")
+    print(f"written: {out / 'leaderboard.md'}, leaderboard.csv, leaderboard.html")
     return 0
 
 

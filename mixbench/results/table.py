@@ -1,5 +1,6 @@
 """From run folders to tables: load every results.json under a folder into a pandas
-DataFrame, then aggregate seeds (mean ± std, n) per dataset × backbone × method × loss."""
+DataFrame (one row per run), then aggregate seeds (mean ± std, n) per dataset × backbone ×
+method × loss × epochs. Nothing here is hand-written: every number comes from a run file."""
 from __future__ import annotations
 
 import json
@@ -14,89 +15,212 @@ from mixbench.results.io import RESULTS_NAME
 log = logging.getLogger(__name__)
 
 IDENTITY = ["dataset", "backbone", "method", "loss", "epochs"]
-# (column, header, scale, higher_is_better, decimals) for the classification table.
+# Config keys that say how a run was executed, not what was trained: ignored when deciding
+# whether two runs are duplicates.
+EXECUTION_KEYS = ("trainer.resume", "trainer.progress", "trainer.device", "trainer.devices",
+                  "trainer.num_workers", "trainer.log_every", "trainer.eval_batch_size",
+                  "dataset.root", "dataset.download", "logger")
+# Published tables name the no-mixing baseline differently.
+METHOD_ALIASES = {"vanilla": "erm", "baseline": "erm"}
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    header: str
+    scale: float = 1.0
+    higher_is_better: bool | None = None  # None: not ranked (e.g. temperature, time)
+    decimals: int = 3
+
+    @property
+    def title(self) -> str:
+        arrow = {True: " ↑", False: " ↓", None: ""}[self.higher_is_better]
+        return self.header + arrow
+
+
 CLASSIFICATION_COLUMNS = [
-    ("top1", "top-1 %", 100, True, 2),
-    ("ece", "ECE %", 100, False, 2),
-    ("nll", "NLL", 1, False, 3),
-    ("brier", "Brier", 1, False, 3),
-    ("ts_ece", "ECE after TS %", 100, False, 2),
-    ("temperature", "T", 1, None, 2),
-    ("train_s", "train s", 1, None, 1),
+    Column("top1", "top-1 %", 100, True, 2),
+    Column("top5", "top-5 %", 100, True, 2),
+    Column("nll", "NLL", 1, False, 3),
+    Column("brier", "Brier", 1, False, 3),
+    Column("ece", "ECE %", 100, False, 2),
+    Column("aece", "aECE %", 100, False, 2),
+    Column("mce", "MCE %", 100, False, 2),
+    Column("ts_ece", "ECE after TS %", 100, False, 2),
+    Column("temperature", "T", 1, None, 2),
+    Column("train_s", "train s", 1, None, 1),
+    Column("samples_per_s", "samples/s", 1, None, 0),
 ]
+REGRESSION_COLUMNS = [
+    Column("rmse", "RMSE", 1, False, 4),
+    Column("mae", "MAE", 1, False, 4),
+    Column("mape", "MAPE %", 100, False, 2),
+    Column("r2", "R²", 1, True, 4),
+    Column("train_s", "train s", 1, None, 1),
+    Column("samples_per_s", "samples/s", 1, None, 0),
+]
+COLUMNS = {"classification": CLASSIFICATION_COLUMNS, "regression": REGRESSION_COLUMNS}
+# What fits a terminal: the columns printed by tools/leaderboard.py (files get them all).
+CONSOLE_KEYS = {"classification": ("top1", "ece", "nll", "ts_ece", "temperature"),
+                "regression": ("rmse", "mae", "mape")}
 
 
 @dataclass
 class RunTable:
     completed: pd.DataFrame
-    incomplete: pd.DataFrame  # running, failed, interrupted: listed apart, never averaged
+    incomplete: pd.DataFrame  # running, failed, interrupted, partial: listed, never averaged
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+    @property
+    def duplicates(self) -> pd.DataFrame:
+        """Completed runs that share their config and seed with another completed run."""
+        if self.completed.empty:
+            return self.completed
+        return self.completed[self.completed.duplicated("config_key", keep=False)]
+
+
+def _without_execution_keys(config: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        if path in EXECUTION_KEYS:
+            continue
+        out[key] = _without_execution_keys(value, path + ".") if isinstance(value, dict) else value
+    return out
 
 
 def _row(path: Path, results: dict) -> dict:
-    cfg = results.get("config", {})
+    cfg = results.get("config") or {}
     test, ts = results.get("test") or {}, results.get("test_ts") or {}
-    history = results.get("history") or []
-    tops = [r["test_top1"] for r in history if r.get("test_top1") is not None]
+    timings = results.get("timings") or {}
+    tops = [r["test_top1"] for r in results.get("history") or [] if r.get("test_top1") is not None]
     return {
         "run_dir": str(path.parent),
-        "dataset": cfg.get("dataset", {}).get("name"),
-        "backbone": cfg.get("backbone", {}).get("name"),
-        "method": cfg.get("method", {}).get("name", "erm"),
-        "loss": cfg.get("loss", {}).get("name"),
-        "epochs": cfg.get("trainer", {}).get("epochs"),
+        "task": results.get("task", "classification"),
+        "dataset": cfg["dataset"]["name"],
+        "backbone": cfg["backbone"]["name"],
+        "method": (cfg.get("method") or {}).get("name", "erm"),
+        "loss": (cfg.get("loss") or {}).get("name"),
+        "epochs": (cfg.get("trainer") or {}).get("epochs"),
         "seed": results.get("seed"),
         "status": results.get("status", "unknown"),
         **test,
-        "ts_ece": ts.get("ece"), "ts_nll": ts.get("nll"),
+        **{f"ts_{k}": v for k, v in ts.items()},
         "temperature": results.get("temperature"),
-        "train_s": (results.get("timings") or {}).get("train_s"),
-        "samples_per_s": (results.get("timings") or {}).get("samples_per_s"),
+        "train_s": timings.get("train_s"),
+        "samples_per_s": timings.get("samples_per_s"),
         # OpenMixup's reported metric: the median test top-1 of the last 10 epochs.
-        "last10_median_top1": pd.Series(tops[-10:]).median() if tops else None,
+        "last10_median_top1": float(pd.Series(tops[-10:]).median()) if tops else None,
+        "reliability": results.get("reliability"),
+        "config_key": json.dumps(_without_execution_keys(cfg), sort_keys=True),
     }
 
 
 def load_runs(root: str | Path) -> RunTable:
+    """Every results.json below ``root`` (any depth, Hydra multirun layouts included)."""
     rows, unreadable = [], []
     for path in sorted(Path(root).rglob(RESULTS_NAME)):
         try:
             rows.append(_row(path, json.loads(path.read_text())))
-        except (OSError, ValueError, AttributeError, TypeError) as err:
+        except (OSError, ValueError, KeyError, AttributeError, TypeError) as err:
             unreadable.append((str(path), f"{type(err).__name__}: {err}"))
             log.warning("skipping unreadable %s (%s)", path, err)
-    frame = pd.DataFrame(rows, columns=None if rows else ["run_dir", "status", *IDENTITY])
+    if not rows:
+        empty = pd.DataFrame(columns=["run_dir", "task", "status", "seed", *IDENTITY])
+        return RunTable(empty, empty.copy(), unreadable)
+    frame = pd.DataFrame(rows)
     done = frame["status"] == "completed"
     return RunTable(frame[done].reset_index(drop=True), frame[~done].reset_index(drop=True),
                     unreadable)
 
 
-def summarize(runs: pd.DataFrame, columns=CLASSIFICATION_COLUMNS) -> pd.DataFrame:
-    """One row per identity: ``COL`` (mean), ``COL_std`` and ``seeds``, sorted by top-1."""
-    present = [c for c, *_ in columns if c in runs]
-    grouped = runs.groupby(IDENTITY, dropna=False)
-    table = grouped[present].mean()
-    std = grouped[present].std(ddof=0).add_suffix("_std")
-    table = table.join(std)
+def filter_runs(runs: pd.DataFrame, filters: dict[str, str]) -> pd.DataFrame:
+    """Keep rows whose column equals the value (compared as strings: ``epochs=200`` works)."""
+    for key, value in filters.items():
+        if key not in runs:
+            raise KeyError(f"cannot filter on '{key}': the run table has columns "
+                           f"{', '.join(c for c in runs.columns if c != 'config_key')}")
+        runs = runs[runs[key].astype(str) == value]
+    return runs
+
+
+def summarize(runs: pd.DataFrame, columns: list[Column] = CLASSIFICATION_COLUMNS,
+              group_by: list[str] | None = None) -> pd.DataFrame:
+    """One row per group: ``KEY`` (mean over seeds), ``KEY_std`` (population std) and
+    ``seeds``, sorted best-first by the first column."""
+    group_by = group_by or IDENTITY
+    present = [c.key for c in columns if c.key in runs]
+    numeric = runs[present].apply(pd.to_numeric, errors="coerce")
+    grouped = numeric.groupby([runs[g] for g in group_by], dropna=False)
+    table = grouped.mean().join(grouped.std(ddof=0).add_suffix("_std"))
     table["seeds"] = grouped.size()
-    return table.reset_index().sort_values(present[0], ascending=False, ignore_index=True)
+    primary = columns[0]
+    return table.reset_index().sort_values(
+        primary.key, ascending=not primary.higher_is_better, ignore_index=True)
 
 
-def to_markdown(summary: pd.DataFrame, columns=CLASSIFICATION_COLUMNS) -> str:
-    """mean ± std per column, the best value of each metric column in bold. Identity columns
-    that are the same on every row move to a caption line above the table."""
-    constant = [c for c in IDENTITY if summary[c].nunique(dropna=False) == 1 and len(summary) > 1]
-    caption = " · ".join(f"{c} {summary[c].iloc[0]}" for c in constant)
-    shown = summary[[c for c in IDENTITY if c not in constant] + ["seeds"]].copy()
-    for col, header, scale, higher, digits in columns:
-        if col not in summary:
+def attach_reference(summary: pd.DataFrame, reference: pd.DataFrame,
+                     primary: Column) -> pd.DataFrame:
+    """Add ``ref_KEY`` and ``delta_KEY`` (ours − reference) from a published table, matched
+    on the identity columns both have. The reference holds the primary metric in the table's
+    display unit (top-1 in %), as published."""
+    reference = reference.copy()
+    if "method" in reference:
+        reference["method"] = reference["method"].replace(METHOD_ALIASES)
+    if primary.key not in reference:
+        raise KeyError(f"the reference table has no '{primary.key}' column "
+                       f"(it has {', '.join(reference.columns)})")
+    keys = [k for k in IDENTITY if k in reference and k in summary]
+    reference = reference[keys + [primary.key]].rename(columns={primary.key: f"ref_{primary.key}"})
+    reference[f"ref_{primary.key}"] = reference[f"ref_{primary.key}"] / primary.scale
+    reference = reference.drop_duplicates(keys)
+    merged = summary.merge(reference.astype({k: summary[k].dtype for k in keys}), on=keys,
+                           how="left")
+    merged[f"delta_{primary.key}"] = merged[primary.key] - merged[f"ref_{primary.key}"]
+    return merged
+
+
+def to_markdown(summary: pd.DataFrame, columns: list[Column] = CLASSIFICATION_COLUMNS,
+                group_by: list[str] | None = None) -> str:
+    """mean ± std per column, the best of each ranked column in bold. Identity columns that
+    are the same on every row move to a caption line above the table."""
+    return render_table(summary, columns, group_by).to_markdown(index=False)
+
+
+def render_table(summary: pd.DataFrame, columns: list[Column] = CLASSIFICATION_COLUMNS,
+                 group_by: list[str] | None = None, bold=("**", "**")) -> "RenderedTable":
+    group_by = group_by or IDENTITY
+    constant = [c for c in group_by
+                if len(summary) > 1 and summary[c].nunique(dropna=False) == 1]
+    shown = summary[[c for c in group_by if c not in constant] + ["seeds"]].copy()
+    for col in columns:
+        if col.key not in summary or summary[col.key].isna().all():
             continue
-        mean, std = summary[col] * scale, summary[f"{col}_std"] * scale
-        cells = [f"{m:.{digits}f} ± {s:.{digits}f}" if pd.notna(m) else "—"
+        mean, std = summary[col.key] * col.scale, summary[f"{col.key}_std"] * col.scale
+        cells = [f"{m:.{col.decimals}f} ± {s:.{col.decimals}f}" if pd.notna(m) else "—"
                  for m, s in zip(mean, std)]
-        if higher is not None and mean.notna().any():
-            best = mean.idxmax() if higher else mean.idxmin()
-            cells[best] = f"**{cells[best]}**"
-        shown[header + (" ↑" if higher else " ↓" if higher is False else "")] = cells
-    table = shown.to_markdown(index=False)
-    return f"{caption}\n\n{table}" if caption else table
+        if col.higher_is_better is not None:
+            best = mean.idxmax() if col.higher_is_better else mean.idxmin()
+            cells[best] = f"{bold[0]}{cells[best]}{bold[1]}"
+        shown[col.title] = cells
+        ref = f"ref_{col.key}"
+        if ref in summary:
+            shown[f"published {col.header}"] = [
+                f"{r * col.scale:.{col.decimals}f}" if pd.notna(r) else "—" for r in summary[ref]]
+            shown[f"Δ {col.header}"] = [
+                f"{d * col.scale:+.{col.decimals}f}" if pd.notna(d) else "—"
+                for d in summary[f"delta_{col.key}"]]
+    caption = " · ".join(f"{c} {summary[c].iloc[0]}" for c in constant)
+    return RenderedTable(shown, caption)
+
+
+@dataclass
+class RenderedTable:
+    """Display strings (one column per metric) plus the caption of constant columns."""
+
+    cells: pd.DataFrame
+    caption: str
+
+    def to_markdown(self, index: bool = False) -> str:
+        table = self.cells.to_markdown(index=index, disable_numparse=True)  # keep our formatting
+        return f"{self.caption}\n\n{table}" if self.caption else table
