@@ -1,0 +1,63 @@
+"""What every dataset builder returns: splits plus the facts the trainer needs."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+from torch.utils.data import Dataset
+
+
+@dataclass
+class Split:
+    """An in-memory split: images as uint8 N×C×H×W (or float features), labels as int64 N."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __post_init__(self):
+        if len(self.x) != len(self.y):
+            raise ValueError(f"split has {len(self.x)} inputs but {len(self.y)} labels")
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, index) -> "Split":
+        index = torch.as_tensor(index, dtype=torch.long)
+        return Split(self.x[index], self.y[index])
+
+
+@dataclass
+class Augment:
+    """Batched train-time augmentation for in-memory images (done on the batch's device)."""
+
+    crop_padding: int = 0  # random crop of the original size after zero-padding by this much
+    hflip: bool = False
+
+
+@dataclass
+class DataBundle:
+    train: Split | Dataset
+    val: Split | Dataset
+    test: Split | Dataset
+    num_classes: int
+    in_channels: int
+    image_size: tuple[int, int]
+    task: str = "classification"
+    # Per-channel normalisation applied to in-memory batches after scaling uint8 to [0, 1].
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    augment: Augment = field(default_factory=Augment)
+
+    def splits(self) -> dict[str, Split | Dataset]:
+        return {"train": self.train, "val": self.val, "test": self.test}
+
+
+def stratified_holdout(labels, holdout: float | int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (keep, held_out), stratified by label, fixed by ``seed`` (not the run's seed, so
+    every seed of a benchmark sees the same split)."""
+    labels = np.asarray(labels)
+    index = np.arange(len(labels))
+    keep, held = train_test_split(index, test_size=holdout, stratify=labels, random_state=seed)
+    return np.sort(keep), np.sort(held)

@@ -1,0 +1,84 @@
+"""Batch iterators: in-memory tensors (fast path) or a torch DataLoader (image folders)."""
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from mixbench.data.bundle import Augment, DataBundle, Split
+
+
+def random_crop_flip(x: torch.Tensor, padding: int, hflip: bool) -> torch.Tensor:
+    """Per-sample random crop (after zero padding) and horizontal flip, as whole-batch tensor
+    ops: no Python loop over the batch. Uses the global torch RNG of x's device."""
+    b, _, h, w = x.shape
+    if padding > 0:
+        padded = torch.nn.functional.pad(x, (padding, padding, padding, padding))
+        offset = torch.randint(0, 2 * padding + 1, (2, b), device=x.device)
+        rows = offset[0, :, None] + torch.arange(h, device=x.device)  # B×H
+        cols = offset[1, :, None] + torch.arange(w, device=x.device)  # B×W
+        batch = torch.arange(b, device=x.device)[:, None, None]
+        # Advanced indexing gives B×H×W×C; move channels back.
+        x = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
+        x = x.permute(0, 3, 1, 2)
+    if hflip:
+        flip = torch.rand(b, device=x.device) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    return x.contiguous()
+
+
+class InMemoryLoader:
+    """Yields (x, y) batches from tensors kept on ``device``: uint8 → float, augment, normalise.
+
+    Shuffling draws from the global torch RNG, which the trainer reseeds every epoch, so an
+    epoch's order depends only on (seed, epoch): that is what makes resume exact."""
+
+    def __init__(self, split: Split, batch_size: int, *, shuffle: bool, drop_last: bool,
+                 device: torch.device | str, mean, std, augment: Augment | None = None):
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.device = torch.device(device)
+        self.x = split.x.to(self.device)
+        self.y = split.y.to(self.device)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        # Never drop everything: a split smaller than one batch still yields one batch.
+        self.drop_last = drop_last and len(self.y) >= batch_size
+        self.augment = augment
+        is_image = self.x.dim() == 4
+        shape = (1, -1, 1, 1) if is_image else (1, -1)
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(shape)
+        self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(shape)
+
+    def __len__(self) -> int:
+        n = len(self.y)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        n = len(self.y)
+        order = torch.randperm(n, device=self.device) if self.shuffle else None
+        for i in range(len(self)):
+            sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            idx = order[sl] if order is not None else sl
+            yield self._prepare(self.x[idx]), self.y[idx]
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+        if self.augment is not None and x.dim() == 4:
+            x = random_crop_flip(x, self.augment.crop_padding, self.augment.hflip)
+        return (x - self.mean) / self.std
+
+
+def make_loader(bundle: DataBundle, which: str, batch_size: int, *, train: bool,
+                device: torch.device | str, num_workers: int = 0):
+    """The loader for one split. ``train`` turns on shuffling, augmentation and drop_last
+    (a final batch of 1 would break BatchNorm)."""
+    split = bundle.splits()[which]
+    if isinstance(split, Split):
+        return InMemoryLoader(split, batch_size, shuffle=train, drop_last=train, device=device,
+                              mean=bundle.mean, std=bundle.std,
+                              augment=bundle.augment if train else None)
+    if isinstance(split, Dataset):
+        return DataLoader(split, batch_size=batch_size, shuffle=train, drop_last=train,
+                          num_workers=num_workers, pin_memory=torch.device(device).type == "cuda",
+                          persistent_workers=num_workers > 0)
+    raise TypeError(f"split '{which}' is a {type(split).__name__}, expected Split or Dataset")

@@ -1,0 +1,133 @@
+"""Real image datasets read from local files: Fashion-MNIST, CIFAR-10/100, image folders.
+
+Nothing here downloads unless the user asks (``dataset.download=true``): a missing file gives
+an error that says which file to put where."""
+from __future__ import annotations
+
+import gzip
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mixbench.data.bundle import Augment, DataBundle, Split, stratified_holdout
+from mixbench.registry import DATASETS
+from mixbench.errors import ConfigError, DatasetError, DatasetNotFoundError
+
+
+def _holdout_val(train: Split, val_size: int, split_seed: int) -> tuple[Split, Split]:
+    if not 0 < val_size < len(train):
+        raise ConfigError(f"dataset.val_size must be in (0, {len(train)}), got {val_size}")
+    keep, held = stratified_holdout(train.y.numpy(), val_size, split_seed)
+    return train.subset(keep), train.subset(held)
+
+
+# --- Fashion-MNIST -----------------------------------------------------------------------
+# Debian's `dataset-fashion-mnist` package (`make data`) puts the gzipped idx files here.
+FASHION_MNIST_DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
+_FASHION_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def read_idx(path: Path) -> torch.Tensor:
+    """Parse an idx file (the MNIST format: magic, dims, big-endian uint8 payload), gzipped
+    or not."""
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DatasetError(f"{path} is not a uint8 idx file (bad magic number)")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    payload = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if payload.size != int(np.prod(dims)):
+        raise DatasetError(f"{path} is truncated: expected {int(np.prod(dims))} values, "
+                         f"found {payload.size}")
+    return torch.from_numpy(payload.reshape(dims).copy())
+
+
+def _find_idx(root: Path, stem: str) -> Path:
+    for folder in (root, root / "FashionMNIST" / "raw"):
+        for name in (stem, stem + ".gz"):
+            if (folder / name).is_file():
+                return folder / name
+    raise DatasetNotFoundError(
+        f"Fashion-MNIST file '{stem}[.gz]' not found under {root} (or {root}/FashionMNIST/raw). "
+        f"Install Debian's dataset-fashion-mnist package (`make data`), or put the four idx "
+        f"files there and pass dataset.root=THAT_FOLDER.")
+
+
+@DATASETS.register("fashion_mnist")
+def build_fashion_mnist(*, root: str | None = None, val_size: int = 5000, split_seed: int = 0,
+                        crop_padding: int = 2, hflip: bool = True) -> DataBundle:
+    """70k grey 28×28 images of clothing, 10 classes; ``val_size`` held out from train."""
+    root_path = Path(root or FASHION_MNIST_DEFAULT_ROOT).expanduser()
+    splits = {}
+    for which, (images, labels) in _FASHION_FILES.items():
+        x = read_idx(_find_idx(root_path, images))[:, None]  # N×1×28×28
+        y = read_idx(_find_idx(root_path, labels)).long()
+        splits[which] = Split(x, y)
+    train, val = _holdout_val(splits["train"], val_size, split_seed)
+    return DataBundle(train=train, val=val, test=splits["test"], num_classes=10, in_channels=1,
+                      image_size=(28, 28), mean=(0.2860,), std=(0.3530,),
+                      augment=Augment(crop_padding=crop_padding, hflip=hflip))
+
+
+# --- CIFAR-10 / CIFAR-100 (the "python version" pickles) -----------------------------------
+_CIFAR = {
+    "cifar10": dict(folder="cifar-10-batches-py", classes=10, label_key="labels",
+                    train=[f"data_batch_{i}" for i in range(1, 6)], test=["test_batch"],
+                    mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)),
+    "cifar100": dict(folder="cifar-100-python", classes=100, label_key="fine_labels",
+                     train=["train"], test=["test"],
+                     mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762)),
+}
+
+
+def _read_cifar_batches(folder: Path, files: list[str], label_key: str) -> Split:
+    xs, ys = [], []
+    for name in files:
+        path = folder / name
+        if not path.is_file():
+            raise DatasetNotFoundError(f"CIFAR file {path} is missing")
+        with open(path, "rb") as f:
+            entry = pickle.load(f, encoding="latin1")  # the official format is a pickle
+        xs.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(entry[label_key], dtype=np.int64))
+    return Split(torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)))
+
+
+def _build_cifar(variant: str, root: str, download: bool, val_size: int, split_seed: int,
+                 crop_padding: int, hflip: bool) -> DataBundle:
+    spec = _CIFAR[variant]
+    root_path = Path(root).expanduser()
+    folder = root_path / spec["folder"]
+    if not folder.is_dir():
+        if not download:
+            raise DatasetNotFoundError(
+                f"{variant} not found: expected the folder {folder} (the 'python version' "
+                f"archive from the CIFAR website, extracted). Put it there, point "
+                f"dataset.root at its parent, or pass dataset.download=true.")
+        from torchvision import datasets
+
+        cls = datasets.CIFAR10 if variant == "cifar10" else datasets.CIFAR100
+        cls(str(root_path), train=True, download=True)
+    train = _read_cifar_batches(folder, spec["train"], spec["label_key"])
+    test = _read_cifar_batches(folder, spec["test"], spec["label_key"])
+    train, val = _holdout_val(train, val_size, split_seed)
+    return DataBundle(train=train, val=val, test=test, num_classes=spec["classes"],
+                      in_channels=3, image_size=(32, 32), mean=spec["mean"], std=spec["std"],
+                      augment=Augment(crop_padding=crop_padding, hflip=hflip))
+
+
+@DATASETS.register("cifar10")
+def build_cifar10(*, root: str = "data", download: bool = False, val_size: int = 5000,
+                  split_seed: int = 0, crop_padding: int = 4, hflip: bool = True) -> DataBundle:
+    return _build_cifar("cifar10", root, download, val_size, split_seed, crop_padding, hflip)
+
+
+@DATASETS.register("cifar100")
+def build_cifar100(*, root: str = "data", download: bool = False, val_size: int = 5000,
+                   split_seed: int = 0, crop_padding: int = 4, hflip: bool = True) -> DataBundle:
+    return _build_cifar("cifar100", root, download, val_size, split_seed, crop_padding, hflip)
