@@ -205,6 +205,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     try:
         for epoch in range(start_epoch, t.epochs):
             seed_everything(epoch_seed(cfg.seed, epoch))
+            parts.method.start_epoch(epoch, t.epochs)
             stats = train_one_epoch(model, train_loader, parts.method, parts.loss_fn, optimizer,
                                     scheduler, scaler, epoch, device=device, autocast=autocast,
                                     log_every=t.log_every, progress=t.progress,

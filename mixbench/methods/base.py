@@ -45,6 +45,19 @@ class Method:
         if num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
         self.num_classes = num_classes
+        self.progress = 0.0  # fraction of training done when the current epoch started
+
+    def start_epoch(self, epoch: int, epochs: int) -> None:
+        """Called by the trainer before each epoch (0-based), e.g. for schedules that stop
+        mixing after a fraction of training."""
+        self.progress = epoch / epochs
+
+    def targets(self, labels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """What the loss compares with: one-hot rows B×K for class indices, or the float
+        regression targets B×D as they are (mixing treats both alike)."""
+        if labels.is_floating_point():
+            return labels.to(dtype).view(len(labels), -1)
+        return nn.functional.one_hot(labels, self.num_classes).to(dtype)
 
     def mix_batch(self, x: torch.Tensor, y: torch.Tensor) -> MixResult:
         check_batch(x, y, self.num_classes)
@@ -58,8 +71,7 @@ class Method:
     def step(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor],
              loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> StepOutput:
         x, labels = batch
-        targets = nn.functional.one_hot(labels, self.num_classes).to(x.dtype)
-        mixed = self.mix_batch(x, targets)
+        mixed = self.mix_batch(x, self.targets(labels, x.dtype))
         logits = model(mixed.x)
         return StepOutput(loss_fn(logits, mixed.y), logits, {"lam": mixed.lam})
 
