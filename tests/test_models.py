@@ -8,6 +8,7 @@ from mixbench.registry import BACKBONES
 # (config, input shape). Heavy CIFAR nets get a tiny batch; timm covers a CNN and a ViT.
 CASES = {
     "small_cnn": ({"name": "small_cnn"}, (2, 1, 8, 8)),
+    "mlp": ({"name": "mlp", "depth": 3}, (2, 6)),
     "resnet18": ({"name": "resnet18"}, (2, 3, 32, 32)),
     "resnet34": ({"name": "resnet34"}, (2, 3, 32, 32)),
     "resnet50": ({"name": "resnet50"}, (2, 3, 32, 32)),
@@ -53,3 +54,29 @@ def test_timm_vit_and_unknown_name():
 def test_wrn_depth_is_validated():
     with pytest.raises(ConfigError, match="backbone.depth"):
         BACKBONES.build({"name": "wrn28_10", "depth": 27}, num_classes=10)
+
+
+@pytest.mark.parametrize("name,shape", [("small_cnn", (4, 1, 8, 8)), ("mlp", (4, 6)),
+                                        ("resnet18", (4, 3, 16, 16))])
+def test_forward_mixed_mixes_the_hidden_state_at_the_given_layer(name, shape):
+    torch.manual_seed(0)
+    model = BACKBONES.build({"name": name}, num_classes=3, in_channels=shape[1]).eval()
+    x = torch.randn(shape)
+    perm = torch.tensor([1, 0, 3, 2])
+    blocks = [model.stem, *model.stages]
+    with torch.no_grad():
+        assert torch.allclose(model.forward_mixed(x, lambda h: h, 1), model(x), atol=1e-5)
+        assert torch.allclose(model.forward_mixed(x, lambda h: 0.3 * h + 0.7 * h[perm], 0),
+                              model(0.3 * x + 0.7 * x[perm]), atol=1e-5)
+        for layer in range(1, len(blocks) + 1):  # by hand: blocks up to the layer, mix, rest
+            h = x
+            for block in blocks[:layer]:
+                h = block(h)
+            h = 0.3 * h + 0.7 * h[perm]
+            for block in blocks[layer:]:
+                h = block(h)
+            expected = model.head(model.pool(h))
+            got = model.forward_mixed(x, lambda h: 0.3 * h + 0.7 * h[perm], layer)
+            assert torch.allclose(got, expected, atol=1e-5)
+        with pytest.raises(ValueError, match="layer"):
+            model.forward_mixed(x, lambda h: h, len(blocks) + 1 + 1)

@@ -30,6 +30,23 @@ class Backbone(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x))
 
+    def forward_mixed(self, x: torch.Tensor, mix, layer: int) -> torch.Tensor:
+        """Forward with ``mix`` applied to the hidden state at ``layer``: 0 mixes the input,
+        1 the stem's output, k > 1 the output of stage k-1. ``mix`` maps a batch of hidden
+        states to the (possibly smaller) mixed batch, e.g. by pairing rows with a
+        permutation; representation-level methods (manifold mixup, C-Mixup) use it."""
+        if not 0 <= layer <= len(self.stages) + 1:
+            raise ValueError(f"layer must be in 0..{len(self.stages) + 1}, got {layer}")
+        blocks = [self.stem, *self.stages]
+        h = x
+        for k, block in enumerate(blocks):
+            if k == layer:
+                h = mix(h)
+            h = block(h)
+        if layer == len(blocks):
+            h = mix(h)
+        return self.head(self.pool(h))
+
 
 def init_weights(module: nn.Module) -> None:
     """Kaiming-normal convs, unit BN, zero-bias linear (torchvision's ResNet init)."""
