@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from mixbench.engine.trainer import train  # noqa: E402
 from mixbench.errors import MixbenchError  # noqa: E402
+from mixbench.results.table import COLUMNS  # noqa: E402
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 log = logging.getLogger("mixbench")
@@ -30,7 +31,8 @@ def main(cfg: DictConfig) -> float:
     except MixbenchError as err:  # a user mistake: say what to do, no traceback
         log.error("error: %s", err)
         sys.exit(1)
-    return results["test"]["top1"]  # the value Hydra sweepers optimise
+    # The value Hydra sweepers optimise: the task's primary metric (top-1, or RMSE).
+    return results["test"][COLUMNS[results["task"]][0].key]
 
 
 if __name__ == "__main__":

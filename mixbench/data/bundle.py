@@ -11,7 +11,8 @@ from torch.utils.data import Dataset
 
 @dataclass
 class Split:
-    """An in-memory split: images as uint8 N×C×H×W (or float features), labels as int64 N."""
+    """An in-memory split: images as uint8 N×C×H×W (or float features N×D), labels as int64 N
+    (classification) or float N×D targets (regression)."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -41,14 +42,19 @@ class DataBundle:
     train: Split | Dataset
     val: Split | Dataset
     test: Split | Dataset
-    num_classes: int
-    in_channels: int
-    image_size: tuple[int, int]
-    task: str = "classification"
+    num_classes: int  # classes, or regression outputs (the size of the model's last layer)
+    in_channels: int  # image channels, or input features for tabular data
+    image_size: tuple[int, int] | None  # None for tabular data
+    task: str = "classification"  # or "regression"
     # Per-channel normalisation applied to in-memory batches after scaling uint8 to [0, 1].
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
     augment: Augment = field(default_factory=Augment)
+    # Regression targets are standardised with the training split's statistics (so one
+    # optimiser setting suits every dataset); metrics undo it: y = y_std · target_std + mean.
+    target_mean: tuple[float, ...] | None = None
+    target_std: tuple[float, ...] | None = None
+    name: str = ""  # the dataset's registry name (set by the trainer from the config)
 
     def splits(self) -> dict[str, Split | Dataset]:
         return {"train": self.train, "val": self.val, "test": self.test}

@@ -28,12 +28,16 @@ def random_crop_flip(x: torch.Tensor, padding: int, hflip: bool) -> torch.Tensor
 
 class InMemoryLoader:
     """Yields (x, y) batches from tensors kept on ``device``: uint8 → float, augment, normalise.
+    With ``with_index`` it yields (x, y, index), the rows' positions in the split, and
+    ``fetch(index)`` prepares any other rows alike (methods that draw partners from the whole
+    training set, such as C-Mixup, use both).
 
     Shuffling draws from the global torch RNG, which the trainer reseeds every epoch, so an
     epoch's order depends only on (seed, epoch): that is what makes resume exact."""
 
     def __init__(self, split: Split, batch_size: int, *, shuffle: bool, drop_last: bool,
-                 device: torch.device | str, mean, std, augment: Augment | None = None):
+                 device: torch.device | str, mean, std, augment: Augment | None = None,
+                 with_index: bool = False):
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.device = torch.device(device)
@@ -44,6 +48,7 @@ class InMemoryLoader:
         # Never drop everything: a split smaller than one batch still yields one batch.
         self.drop_last = drop_last and len(self.y) >= batch_size
         self.augment = augment
+        self.with_index = with_index
         is_image = self.x.dim() == 4
         shape = (1, -1, 1, 1) if is_image else (1, -1)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(shape)
@@ -55,15 +60,21 @@ class InMemoryLoader:
 
     def __iter__(self):
         n = len(self.y)
-        order = torch.randperm(n, device=self.device) if self.shuffle else None
+        order = (torch.randperm(n, device=self.device) if self.shuffle
+                 else torch.arange(n, device=self.device))
         for i in range(len(self)):
-            sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
-            idx = order[sl] if order is not None else sl
-            yield self._prepare(self.x[idx]), self.y[idx]
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            x, y = self.fetch(idx)
+            yield (x, y, idx) if self.with_index else (x, y)
 
-    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+    def fetch(self, index: torch.Tensor, augment: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows ``index`` of the split, prepared as a batch (augmented when training, unless
+        ``augment=False``)."""
+        return self._prepare(self.x[index], augment), self.y[index]
+
+    def _prepare(self, x: torch.Tensor, augment: bool = True) -> torch.Tensor:
         x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
-        if self.augment is not None and x.dim() == 4:
+        if augment and self.augment is not None and x.dim() == 4:
             x = random_crop_flip(x, self.augment.crop_padding, self.augment.hflip)
         return (x - self.mean) / self.std
 
@@ -71,12 +82,13 @@ class InMemoryLoader:
 def make_loader(bundle: DataBundle, which: str, batch_size: int, *, train: bool,
                 device: torch.device | str, num_workers: int = 0):
     """The loader for one split. ``train`` turns on shuffling, augmentation and drop_last
-    (a final batch of 1 would break BatchNorm)."""
+    (a final batch of 1 would break BatchNorm), and in-memory batches then carry their
+    indices: (x, y, index)."""
     split = bundle.splits()[which]
     if isinstance(split, Split):
         return InMemoryLoader(split, batch_size, shuffle=train, drop_last=train, device=device,
                               mean=bundle.mean, std=bundle.std,
-                              augment=bundle.augment if train else None)
+                              augment=bundle.augment if train else None, with_index=train)
     if isinstance(split, Dataset):
         return DataLoader(split, batch_size=batch_size, shuffle=train, drop_last=train,
                           num_workers=num_workers, pin_memory=torch.device(device).type == "cuda",

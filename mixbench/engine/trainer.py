@@ -5,6 +5,7 @@ Read top to bottom: ``train`` is the whole run; ``train_one_epoch`` is the hot l
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ from mixbench.data import DataBundle, make_loader
 from mixbench.engine.checkpoint import (CHECKPOINT_NAME, load_checkpoint, restore_model,
                                         save_checkpoint)
 from mixbench.engine.seeding import epoch_seed, seed_everything
-from mixbench.eval.evaluate import evaluate_model, predict
+from mixbench.eval.evaluate import evaluate_model, evaluate_regression, original_units, predict
+from mixbench.eval.regression import regression_metrics
 from mixbench.methods import Method
 from mixbench.registry import BACKBONES, DATASETS, LOGGERS, LOSSES, METHODS, SCHEDULERS
 from mixbench.results.io import RESULTS_NAME, git_sha, read_results, write_json_atomic
@@ -78,13 +80,18 @@ def validate_config(cfg: DictConfig) -> None:
 
 def build_components(cfg: DictConfig, device: torch.device) -> Components:
     """Everything a run needs, from the config groups, via the registries."""
-    data = DATASETS.build(cfg.dataset)
+    data = dataclasses.replace(DATASETS.build(cfg.dataset), name=cfg.dataset.name)
     model = BACKBONES.build(cfg.backbone, num_classes=data.num_classes,
                             in_channels=data.in_channels).to(device)
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
     method = METHODS.build(cfg.method, num_classes=data.num_classes)
-    return Components(data, model, method, LOSSES.build(cfg.loss), device)
+    loss_fn = LOSSES.build(cfg.loss)
+    if loss_fn.task != data.task:
+        hint = "loss=mse" if data.task == "regression" else "loss=soft_ce"
+        raise ConfigError(f"loss={cfg.loss.name} is a {loss_fn.task} loss, but "
+                          f"dataset={cfg.dataset.name} is a {data.task} task: use {hint}")
+    return Components(data, model, method, loss_fn, device)
 
 
 def autocast_for(device: torch.device, precision: str):
@@ -100,7 +107,9 @@ def train_one_epoch(model, loader, method: Method, loss_fn, optimizer, scheduler
                     epoch: int, *, device: torch.device, autocast=contextlib.nullcontext,
                     log_every: int = 50, progress: bool = True, desc: str = "") -> dict:
     """One pass over ``loader``. Loss and accuracy stay on the device and are read every
-    ``log_every`` steps (also to stop on a non-finite loss), so the GPU is not synced per step."""
+    ``log_every`` steps (also to stop on a non-finite loss), so the GPU is not synced per step.
+    A batch is (x, y) or (x, y, index); the method gets it whole. Training accuracy is kept
+    for classification (integer labels) only."""
     model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device)
@@ -108,17 +117,20 @@ def train_one_epoch(model, loader, method: Method, loss_fn, optimizer, scheduler
     start = time.perf_counter()
     bar = tqdm(total=len(loader), desc=desc, disable=not progress, leave=False,
                dynamic_ncols=True)
-    for step, (x, y) in enumerate(loader):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    for step, batch in enumerate(loader):
+        batch = tuple(t.to(device, non_blocking=True) for t in batch)
+        y = batch[1]
+        classify = not y.is_floating_point()
         with autocast():
-            out = method.step(model, (x, y), loss_fn)
+            out = method.step(model, batch, loss_fn)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(out.loss).backward()
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
         loss_sum += out.loss.detach().float() * len(y)
-        correct += (out.logits[: len(y)].argmax(dim=1) == y).sum()
+        if classify:
+            correct += (out.logits[: len(y)].argmax(dim=1) == y).sum()
         seen += len(y)
         if (step + 1) % log_every == 0 or step + 1 == len(loader):
             mean_loss = loss_sum.item() / seen
@@ -127,13 +139,37 @@ def train_one_epoch(model, loader, method: Method, loss_fn, optimizer, scheduler
                 raise NonFiniteLossError(f"the training loss became {mean_loss} at epoch "
                                          f"{epoch + 1}, step {step + 1}")
             rate = seen / (time.perf_counter() - start)
-            bar.set_postfix(loss=f"{mean_loss:.4f}", acc=f"{correct.item() / seen:.3f}",
-                            img_s=f"{rate:.0f}")
+            shown = {"acc": f"{correct.item() / seen:.3f}"} if classify else {}
+            bar.set_postfix(loss=f"{mean_loss:.4f}", **shown, img_s=f"{rate:.0f}")
             bar.update(step + 1 - bar.n)
     bar.close()
     elapsed = time.perf_counter() - start
-    return {"train_loss": loss_sum.item() / seen, "train_top1": correct.item() / seen,
-            "samples": seen, "epoch_s": elapsed, "samples_per_s": seen / elapsed}
+    stats = {"train_loss": loss_sum.item() / seen}
+    if classify:
+        stats["train_top1"] = correct.item() / seen
+    return {**stats, "samples": seen, "epoch_s": elapsed, "samples_per_s": seen / elapsed}
+
+
+def history_metric(model, loader, data: DataBundle, device, autocast) -> dict[str, float]:
+    """The per-epoch number kept in the history: test top-1 (OpenMixup reports the median of
+    the last 10 epochs), or test RMSE in the targets' units for regression."""
+    out, target = predict(model, loader, device, autocast)
+    if data.task == "regression":
+        units = lambda t: original_units(t, data.target_mean, data.target_std)  # noqa: E731
+        return {"test_rmse": regression_metrics(units(out), units(target))["rmse"]}
+    return {"test_top1": (out.argmax(1) == target).float().mean().item()}
+
+
+def evaluate(parts: Components, val_loader, test_loader, *, n_bins: int, autocast,
+             figure_path: Path) -> dict:
+    """The metrics of results.json for the dataset's task."""
+    data = parts.data
+    if data.task == "regression":
+        return evaluate_regression(parts.model, val_loader, test_loader, parts.device,
+                                   target_mean=data.target_mean, target_std=data.target_std,
+                                   autocast=autocast)
+    return evaluate_model(parts.model, val_loader, test_loader, parts.device, n_bins=n_bins,
+                          autocast=autocast, figure_path=figure_path)
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -176,6 +212,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     eval_loaders = {which: make_loader(data, which, t.eval_batch_size, train=False,
                                        device=device, num_workers=t.num_workers)
                     for which in ("val", "test")}
+    parts.method.setup(data, train_loader)
     optimizer = hydra.utils.instantiate(cfg.optimizer)(model.parameters())
     scheduler = SCHEDULERS.build(cfg.scheduler, optimizer=optimizer, epochs=t.epochs,
                                  steps_per_epoch=len(train_loader))
@@ -213,8 +250,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             train_s += stats.pop("epoch_s")
             record = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0], **stats}
             if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
-                logits, labels = predict(model, eval_loaders["test"], device, autocast)
-                record["test_top1"] = (logits.argmax(1) == labels).float().mean().item()
+                record.update(history_metric(model, eval_loaders["test"], data, device, autocast))
             history.append(record)
             save_checkpoint(ckpt_path, {
                 "epoch": epoch + 1, "model": model.state_dict(),
@@ -224,15 +260,16 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             logger.log_epoch(history)
 
         eval_start = time.perf_counter()
-        metrics = evaluate_model(model, eval_loaders["val"], eval_loaders["test"], device,
-                                 n_bins=cfg.eval.n_bins, autocast=autocast,
-                                 figure_path=run_dir / "reliability.png")
+        metrics = evaluate(parts, eval_loaders["val"], eval_loaders["test"],
+                           n_bins=cfg.eval.n_bins, autocast=autocast,
+                           figure_path=run_dir / "reliability.png")
         samples = sum(r["samples"] for r in history)
         results.update(metrics, history=history, status="completed", timings={
             "train_s": train_s, "eval_s": time.perf_counter() - eval_start,
             "samples_per_s": samples / train_s if train_s > 0 else None})
         write_json_atomic(run_dir / RESULTS_NAME, results)
-        logger.log_results(results, run_dir / "reliability.png")
+        figure = run_dir / "reliability.png"
+        logger.log_results(results, figure if figure.exists() else None)
     except BaseException as err:
         # Leave a record that says what happened; the last good checkpoint stays as it was.
         status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
@@ -261,8 +298,8 @@ def evaluate_run(run_dir: str | Path, device: str = "auto") -> dict:
     loaders = [make_loader(parts.data, which, cfg.trainer.eval_batch_size, train=False,
                            device=torch_device) for which in ("val", "test")]
     eval_start = time.perf_counter()
-    metrics = evaluate_model(parts.model, *loaders, torch_device, n_bins=cfg.eval.n_bins,
-                             figure_path=run_dir / "reliability.png")
+    metrics = evaluate(parts, *loaders, n_bins=cfg.eval.n_bins, autocast=contextlib.nullcontext,
+                       figure_path=run_dir / "reliability.png")
     results_path = run_dir / RESULTS_NAME
     try:
         results = read_results(results_path)

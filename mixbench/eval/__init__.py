@@ -1,8 +1,8 @@
-"""Evaluation: calibration metrics, temperature scaling, reliability diagrams."""
+"""Evaluation: calibration metrics, temperature scaling, reliability diagrams, regression."""
 from mixbench.eval.calibration import calibration_metrics, reliability_bins
+from mixbench.eval.evaluate import evaluate_model, evaluate_regression, predict
+from mixbench.eval.regression import regression_metrics
 from mixbench.eval.temperature import fit_temperature
 
-__all__ = ["calibration_metrics", "fit_temperature", "reliability_bins"]
-from mixbench.eval.evaluate import evaluate_model, predict  # noqa: E402
-
-__all__ += ["evaluate_model", "predict"]
+__all__ = ["calibration_metrics", "evaluate_model", "evaluate_regression", "fit_temperature",
+           "predict", "regression_metrics", "reliability_bins"]

@@ -1,4 +1,5 @@
-"""Losses (registered in LOSSES). Every loss takes (logits B×K, soft targets B×K)."""
+"""Losses (registered in LOSSES). Every loss takes (outputs B×K, targets B×K) and says which
+task it is for (``task``), so a classification loss never meets regression targets."""
 from __future__ import annotations
 
 import torch
@@ -11,6 +12,8 @@ from mixbench.errors import ConfigError
 class SoftTargetCrossEntropy(nn.Module):
     """Cross-entropy against soft targets, with optional label smoothing of the targets:
     t ← (1-ε)·t + ε/K. Integer class labels are accepted too."""
+
+    task = "classification"
 
     def __init__(self, label_smoothing: float = 0.0):
         super().__init__()
@@ -42,3 +45,20 @@ def soft_ce(*, label_smoothing: float = 0.0) -> SoftTargetCrossEntropy:
 def label_smoothing(*, label_smoothing: float = 0.1) -> SoftTargetCrossEntropy:
     """Soft CE with smoothing on by default (its own name so tables tell the two apart)."""
     return SoftTargetCrossEntropy(label_smoothing)
+
+
+class MeanSquaredError(nn.Module):
+    """Mean squared error on (mixed) regression targets, as C-Mixup trains."""
+
+    task = "regression"
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if target.shape != pred.shape:
+            raise ValueError(f"targets of shape {tuple(target.shape)} do not match predictions "
+                             f"{tuple(pred.shape)}")
+        return nn.functional.mse_loss(pred.float(), target.float())
+
+
+@LOSSES.register("mse")
+def mse() -> MeanSquaredError:
+    return MeanSquaredError()

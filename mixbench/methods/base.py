@@ -52,6 +52,11 @@ class Method:
         mixing after a fraction of training."""
         self.progress = epoch / epochs
 
+    def setup(self, data, train_loader) -> None:
+        """Called once by the trainer before training with the DataBundle and the training
+        loader, for methods that need the whole training set (e.g. C-Mixup's label kernel)
+        or must reject a task they cannot handle."""
+
     def targets(self, labels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """What the loss compares with: one-hot rows B×K for class indices, or the float
         regression targets B×D as they are (mixing treats both alike)."""
@@ -70,7 +75,7 @@ class Method:
 
     def step(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor],
              loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> StepOutput:
-        x, labels = batch
+        x, labels = batch[0], batch[1]  # a training batch may also carry its indices
         mixed = self.mix_batch(x, self.targets(labels, x.dtype))
         logits = model(mixed.x)
         return StepOutput(loss_fn(logits, mixed.y), logits, {"lam": mixed.lam})
