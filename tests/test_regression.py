@@ -17,7 +17,7 @@ from mixbench.engine.trainer import train
 from mixbench.errors import ConfigError, DatasetError, DatasetNotFoundError
 from mixbench.eval.evaluate import original_units
 from mixbench.eval.regression import regression_metrics
-from mixbench.methods.cmixup import sample_partners
+from mixbench.methods.cmixup import sample_partners, squared_distances
 from mixbench.registry import DATASETS, METHODS
 
 FAST = ["trainer.epochs=2", "trainer.progress=false"]
@@ -64,6 +64,12 @@ def test_partner_probabilities_match_the_kernel(chunk_size):
     freq = empirical(labels, labels, sigma, index, chunk_size)
     assert freq.diagonal().sum() == 0
     assert torch.allclose(freq, expected, atol=0.03)
+
+
+@pytest.mark.parametrize("dims", [1, 4])
+def test_squared_distances_match_cdist(dims):
+    a, b = torch.randn(7, dims), torch.randn(11, dims) * 3
+    assert torch.allclose(squared_distances(a, b), torch.cdist(a, b) ** 2, atol=1e-4)
 
 
 def test_tiny_bandwidth_pairs_nearest_labels_and_huge_approaches_uniform():

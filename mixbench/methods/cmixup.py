@@ -35,12 +35,20 @@ PAPER_BANDWIDTH = {"airfoil": 1.75, "no2": 1.2, "exchange_rate": 0.05, "electric
 DEFAULT_BANDWIDTH_FRACTION = 0.25
 
 
+def squared_distances(keys: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
+    """‖key_b − pool_j‖² as a B×N matrix, in as few passes as the key size allows."""
+    if keys.shape[1] == 1:  # scalar labels, the common case: one broadcast and a square
+        return (keys - pool.T).square_()
+    d2 = torch.addmm((pool * pool).sum(1)[None], keys, pool.T, alpha=-2.0)
+    return d2.add_((keys * keys).sum(1, keepdim=True)).clamp_min_(0.0)
+
+
 def sample_partners(keys: torch.Tensor, pool: torch.Tensor, bandwidth: float,
                     exclude: torch.Tensor | None = None, chunk_size: int = 8192) -> torch.Tensor:
     """For each row of ``keys`` (B×D) one index into ``pool`` (N×D), drawn with probability
     ∝ exp(−‖key − pool_j‖² / (2σ²)); ``exclude[i]`` (a pool index) is never drawn for row i.
-    A Gumbel-max sample, streamed over pool chunks: memory is B × chunk_size whatever N is.
-    ``bandwidth=inf`` gives the uniform distribution."""
+    A Gumbel-max sample (argmax of log-weight + Gumbel noise), streamed over pool chunks:
+    memory is B × chunk_size whatever N is. ``bandwidth=inf`` gives the uniform distribution."""
     best_score = torch.full((len(keys),), -math.inf, device=keys.device)
     best_index = torch.zeros(len(keys), dtype=torch.long, device=keys.device)
     rows = torch.arange(len(keys), device=keys.device)
@@ -49,13 +57,13 @@ def sample_partners(keys: torch.Tensor, pool: torch.Tensor, bandwidth: float,
         if math.isinf(bandwidth):
             logits = torch.zeros(len(keys), len(chunk), device=keys.device)
         else:
-            logits = torch.cdist(keys, chunk).square_().div_(-2.0 * bandwidth ** 2)
+            logits = squared_distances(keys, chunk).mul_(-0.5 / bandwidth ** 2)
         if exclude is not None:
             local = exclude - start
             inside = (local >= 0) & (local < len(chunk))
             logits[rows[inside], local[inside]] = -math.inf
-        gumbel = -torch.empty_like(logits).exponential_().log_()  # Gumbel(0, 1) noise
-        score, index = (logits + gumbel).max(dim=1)
+        # + Gumbel(0, 1) noise, i.e. − log(Exp(1)), in place
+        score, index = logits.sub_(torch.empty_like(logits).exponential_().log_()).max(dim=1)
         better = score > best_score
         best_score = torch.where(better, score, best_score)
         best_index = torch.where(better, index + start, best_index)
