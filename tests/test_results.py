@@ -168,3 +168,15 @@ def test_html_page_shows_one_reliability_diagram_per_method(runs_dir, tmp_path):
         capture_output=True, text=True, timeout=120).stdout
     assert 'data-diagrams-loaded="2"' in dom  # erm and mixup: both decoded in the browser
     assert dom.count('alt="reliability: ') == 2
+
+
+def test_regression_runs_compare_to_the_shipped_cmixup_table(tmp_path):
+    write_regression_run(tmp_path, "a", "cmixup", 0, 2.8)
+    write_regression_run(tmp_path, "b", "erm", 0, 3.0)
+    out = run_tool("tools/leaderboard.py", str(tmp_path), "--compare-to",
+                   "benchmarks/reference/cmixup_regression.csv")
+    assert out.returncode == 0, out.stderr
+    table = pd.read_csv(tmp_path / "leaderboard.csv").set_index("method")
+    assert table.loc["cmixup", "ref_rmse"] == pytest.approx(2.717)
+    assert table.loc["erm", "delta_rmse"] == pytest.approx(3.0 - 2.901)
+    assert "published RMSE" in out.stdout
