@@ -41,6 +41,19 @@ class ConsoleLogger:
         pass
 
 
+class NullLogger:
+    """What ranks other than 0 use under DDP: they log nothing and write no files."""
+
+    def log_epoch(self, history: list[dict]) -> None:
+        pass
+
+    def log_results(self, results: dict, figure: Path | None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 @LOGGERS.register("console")
 def console(**kwargs) -> ConsoleLogger:
     return ConsoleLogger(**kwargs)

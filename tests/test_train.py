@@ -32,7 +32,7 @@ def test_one_epoch_writes_complete_results(cfg_factory, tmp_path, method):
     assert len(results["reliability"]["bins"]) == 16
     assert [r["epoch"] for r in results["history"]] == [1]
     assert "test_top1" in results["history"][0]
-    assert set(results["timings"]) == {"train_s", "eval_s", "samples_per_s"}
+    assert set(results["timings"]) == {"train_s", "eval_s", "samples_per_s", "processes"}
     assert results["seed"] == 0 and results["git_sha"]
     assert (tmp_path / "reliability.png").stat().st_size > 10_000
     assert (tmp_path / "last.pt").exists()
@@ -70,11 +70,29 @@ def test_kill_and_resume_equals_uninterrupted(cfg_factory, tmp_path, monkeypatch
 
 
 def test_existing_run_is_not_overwritten(cfg_factory, tmp_path):
-    train(cfg_factory(), tmp_path)
+    first = train(cfg_factory(), tmp_path)
     before = (tmp_path / "results.json").read_text()
     with pytest.raises(RunExistsError, match="trainer.resume=true"):
-        train(cfg_factory(), tmp_path)
+        train(cfg_factory("trainer.skip_completed=false"), tmp_path)
     assert (tmp_path / "results.json").read_text() == before
+    # the default: a completed run is skipped, its results returned as they are
+    again = train(cfg_factory(), tmp_path)
+    assert again["test"] == first["test"] and (tmp_path / "results.json").read_text() == before
+
+
+def test_a_second_job_in_the_same_folder_is_refused_while_the_first_runs(cfg_factory,
+                                                                          tmp_path):
+    from mixbench.engine.rundir import LOCK_NAME, RunLock
+
+    with RunLock(tmp_path):  # stands for a job still training here
+        with pytest.raises(RunExistsError, match="another job"):
+            train(cfg_factory(), tmp_path)
+    assert not (tmp_path / LOCK_NAME).exists()
+    # a lock left by a process that died is taken over
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"host": __import__("socket").gethostname(),
+                                                   "pid": 2**22 + 12345}))
+    assert train(cfg_factory(), tmp_path)["status"] == "completed"
+    assert not (tmp_path / LOCK_NAME).exists()
 
 
 def test_resume_with_another_config_is_refused(cfg_factory, tmp_path):

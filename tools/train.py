@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, too
 
-from mixbench.engine.trainer import train  # noqa: E402
+from mixbench.engine.trainer import run  # noqa: E402
 from mixbench.errors import MixbenchError  # noqa: E402
 from mixbench.results.table import COLUMNS  # noqa: E402
 
@@ -27,7 +27,7 @@ log = logging.getLogger("mixbench")
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float:
     try:
-        results = train(cfg, HydraConfig.get().runtime.output_dir)
+        results = run(cfg, HydraConfig.get().runtime.output_dir)
     except MixbenchError as err:  # a user mistake: say what to do, no traceback
         log.error("error: %s", err)
         sys.exit(1)

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from mixbench.data.bundle import Augment, DataBundle, Split
+from mixbench.engine.distributed import SINGLE, DistInfo, shard_range
 
 
 def random_crop_flip(x: torch.Tensor, padding: int, hflip: bool) -> torch.Tensor:
@@ -33,13 +34,21 @@ class InMemoryLoader:
     training set, such as C-Mixup, use both).
 
     Shuffling draws from the global torch RNG, which the trainer reseeds every epoch, so an
-    epoch's order depends only on (seed, epoch): that is what makes resume exact."""
+    epoch's order depends only on (seed, epoch): that is what makes resume exact.
+
+    Under DDP (``shard`` of several ranks) every rank draws the same order; a training loader
+    yields this rank's slice of each global batch of ``batch_size`` rows (so the ranks together
+    see exactly the batches one process would), an evaluation loader this rank's contiguous
+    share of the rows."""
 
     def __init__(self, split: Split, batch_size: int, *, shuffle: bool, drop_last: bool,
                  device: torch.device | str, mean, std, augment: Augment | None = None,
-                 with_index: bool = False):
+                 with_index: bool = False, shard: DistInfo = SINGLE):
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if shuffle and batch_size % shard.world_size:
+            raise ValueError(f"the batch size {batch_size} does not split evenly over "
+                             f"{shard.world_size} processes")
         self.device = torch.device(device)
         self.x = split.x.to(self.device)
         self.y = split.y.to(self.device)
@@ -49,21 +58,27 @@ class InMemoryLoader:
         self.drop_last = drop_last and len(self.y) >= batch_size
         self.augment = augment
         self.with_index = with_index
+        self.shard = shard
+        # Evaluation: this rank's rows. Training: all rows, sliced per global batch.
+        self.rows = torch.arange(*shard_range(len(self.y), shard) if not shuffle
+                                 else (0, len(self.y)), device=self.device)
         is_image = self.x.dim() == 4
         shape = (1, -1, 1, 1) if is_image else (1, -1)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(shape)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(shape)
 
     def __len__(self) -> int:
-        n = len(self.y)
+        n = len(self.rows)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
-        n = len(self.y)
-        order = (torch.randperm(n, device=self.device) if self.shuffle
-                 else torch.arange(n, device=self.device))
+        order = self.rows[torch.randperm(len(self.rows), device=self.device)] if self.shuffle \
+            else self.rows
+        local = self.batch_size // self.shard.world_size
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            if self.shuffle and self.shard.enabled:
+                idx = idx[self.shard.rank * local:(self.shard.rank + 1) * local]
             x, y = self.fetch(idx)
             yield (x, y, idx) if self.with_index else (x, y)
 
@@ -80,17 +95,26 @@ class InMemoryLoader:
 
 
 def make_loader(bundle: DataBundle, which: str, batch_size: int, *, train: bool,
-                device: torch.device | str, num_workers: int = 0):
+                device: torch.device | str, num_workers: int = 0, shard: DistInfo = SINGLE):
     """The loader for one split. ``train`` turns on shuffling, augmentation and drop_last
     (a final batch of 1 would break BatchNorm), and in-memory batches then carry their
-    indices: (x, y, index)."""
+    indices: (x, y, index). ``batch_size`` is global: under DDP each rank loads its share."""
     split = bundle.splits()[which]
     if isinstance(split, Split):
         return InMemoryLoader(split, batch_size, shuffle=train, drop_last=train, device=device,
                               mean=bundle.mean, std=bundle.std,
-                              augment=bundle.augment if train else None, with_index=train)
+                              augment=bundle.augment if train else None, with_index=train,
+                              shard=shard)
     if isinstance(split, Dataset):
-        return DataLoader(split, batch_size=batch_size, shuffle=train, drop_last=train,
+        sampler = None
+        if shard.enabled and train:  # the trainer calls set_epoch every epoch
+            sampler = DistributedSampler(split, shard.world_size, shard.rank, shuffle=True,
+                                         drop_last=True)
+            batch_size //= shard.world_size
+        elif shard.enabled:  # contiguous shares, no padding: each sample evaluated once
+            split = Subset(split, range(*shard_range(len(split), shard)))
+        return DataLoader(split, batch_size=batch_size, shuffle=train and sampler is None,
+                          sampler=sampler, drop_last=train,
                           num_workers=num_workers, pin_memory=torch.device(device).type == "cuda",
                           persistent_workers=num_workers > 0)
     raise TypeError(f"split '{which}' is a {type(split).__name__}, expected Split or Dataset")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from mixbench.engine.distributed import SINGLE, DistInfo, all_gather_rows
 from mixbench.eval.calibration import calibration_metrics, reliability_bins
 from mixbench.eval.regression import regression_metrics
 from mixbench.eval.reliability import plot_reliability
@@ -16,8 +17,10 @@ from mixbench.eval.temperature import fit_temperature
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, loader, device: torch.device,
-            autocast=contextlib.nullcontext) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (float32, CPU) and labels for every sample of a loader, in order."""
+            autocast=contextlib.nullcontext,
+            info: DistInfo = SINGLE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (float32, CPU) and labels for every sample of a loader, in order. Under DDP each
+    rank predicts its share and every rank gets all rows, in the single-process order."""
     model.eval()
     logits, labels = [], []
     for x, y, *_ in loader:
@@ -25,13 +28,15 @@ def predict(model: torch.nn.Module, loader, device: torch.device,
             out = model(x.to(device, non_blocking=True))
         logits.append(out.float())
         labels.append(y.to(device, non_blocking=True))
-    return torch.cat(logits).cpu(), torch.cat(labels).cpu()
+    return (all_gather_rows(torch.cat(logits), info).cpu(),
+            all_gather_rows(torch.cat(labels), info).cpu())
 
 
 def evaluate_model(model, val_loader, test_loader, device, *, n_bins: int = 15,
-                   figure_path: str | Path | None = None, autocast=contextlib.nullcontext) -> dict:
-    val_logits, val_labels = predict(model, val_loader, device, autocast)
-    test_logits, test_labels = predict(model, test_loader, device, autocast)
+                   figure_path: str | Path | None = None, autocast=contextlib.nullcontext,
+                   info: DistInfo = SINGLE) -> dict:
+    val_logits, val_labels = predict(model, val_loader, device, autocast, info)
+    test_logits, test_labels = predict(model, test_loader, device, autocast, info)
     temperature = fit_temperature(val_logits, val_labels)
     scaled = test_logits / temperature
     results = {
@@ -58,10 +63,11 @@ def original_units(values: torch.Tensor, mean, std) -> torch.Tensor:
 
 
 def evaluate_regression(model, val_loader, test_loader, device, *, target_mean=None,
-                        target_std=None, autocast=contextlib.nullcontext) -> dict:
+                        target_std=None, autocast=contextlib.nullcontext,
+                        info: DistInfo = SINGLE) -> dict:
     results = {}
     for split, loader in (("test", test_loader), ("val", val_loader)):
-        pred, target = predict(model, loader, device, autocast)
+        pred, target = predict(model, loader, device, autocast, info)
         results[split] = regression_metrics(original_units(pred, target_mean, target_std),
                                             original_units(target, target_mean, target_std))
     return results

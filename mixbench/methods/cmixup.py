@@ -165,8 +165,8 @@ class CMixup(Method):
             out = model(torch.lerp(x2, x, lam))
         else:  # the hidden state after the stem, as the paper's manifold variant
             b = len(x)
-            out = model.forward_mixed(torch.cat([x, x2]),
-                                      lambda h: torch.lerp(h[b:], h[:b], lam), 1)
+            out = model(torch.cat([x, x2]), mix=lambda h: torch.lerp(h[b:], h[:b], lam),
+                        mix_layer=1)
         return StepOutput(loss_fn(out, torch.lerp(y2, y, lam)), out, {"lam": lam})
 
     def __repr__(self) -> str:

@@ -27,7 +27,11 @@ class Backbone(nn.Module):
             h = stage(h)
         return self.pool(h)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mix=None, mix_layer: int = 0) -> torch.Tensor:
+        """Logits; with ``mix``, ``forward_mixed(x, mix, mix_layer)``. Methods call the model
+        this way (not ``forward_mixed`` directly) so DDP and torch.compile wrappers see it."""
+        if mix is not None:
+            return self.forward_mixed(x, mix, mix_layer)
         return self.head(self.forward_features(x))
 
     def forward_mixed(self, x: torch.Tensor, mix, layer: int) -> torch.Tensor:
