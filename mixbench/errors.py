@@ -28,3 +28,7 @@ class RunExistsError(MixbenchError, RuntimeError):
 
 class NonFiniteLossError(MixbenchError, RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class DistributedError(MixbenchError, RuntimeError):
+    """A rank of a multi-process run failed; the others were stopped."""

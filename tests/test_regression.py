@@ -197,6 +197,9 @@ def test_regression_sweep_and_leaderboard_from_the_command_line(tmp_path):
     board = run_tool("tools/leaderboard.py", str(sweep))
     assert board.returncode == 0, board.stderr
     assert "RMSE ↓" in board.stdout and "| cmixup" in board.stdout
+    evaluated = run_tool("tools/evaluate.py", str(next(sweep.rglob("results.json")).parent))
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "rmse=" in evaluated.stdout and "[completed]" in evaluated.stdout
 
 
 # --- datasets in their published formats -----------------------------------------------------

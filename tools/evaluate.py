@@ -27,9 +27,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     test = results["test"]
-    print(f"{args.run_dir}: top1={test['top1']:.4f} ece={test['ece']:.4f} nll={test['nll']:.4f} "
-          f"| after TS (T={results['temperature']:.3f}) ece={results['test_ts']['ece']:.4f} "
-          f"[{results['status']}]")
+    if results.get("task") == "regression":
+        summary = " ".join(f"{k}={test[k]:.4g}" for k in ("rmse", "mae", "mape", "r2"))
+    else:
+        summary = (f"top1={test['top1']:.4f} ece={test['ece']:.4f} nll={test['nll']:.4f} | after "
+                   f"TS (T={results['temperature']:.3f}) ece={results['test_ts']['ece']:.4f}")
+    print(f"{args.run_dir}: {summary} [{results['status']}]")
     return 0
 
 

@@ -95,10 +95,12 @@ class InMemoryLoader:
 
 
 def make_loader(bundle: DataBundle, which: str, batch_size: int, *, train: bool,
-                device: torch.device | str, num_workers: int = 0, shard: DistInfo = SINGLE):
+                device: torch.device | str, num_workers: int = 0, shard: DistInfo = SINGLE,
+                seed: int = 0):
     """The loader for one split. ``train`` turns on shuffling, augmentation and drop_last
     (a final batch of 1 would break BatchNorm), and in-memory batches then carry their
-    indices: (x, y, index). ``batch_size`` is global: under DDP each rank loads its share."""
+    indices: (x, y, index). ``batch_size`` is global: under DDP each rank loads its share
+    (a Dataset split then shuffles by ``seed`` and the epoch, as DistributedSampler does)."""
     split = bundle.splits()[which]
     if isinstance(split, Split):
         return InMemoryLoader(split, batch_size, shuffle=train, drop_last=train, device=device,
@@ -109,7 +111,7 @@ def make_loader(bundle: DataBundle, which: str, batch_size: int, *, train: bool,
         sampler = None
         if shard.enabled and train:  # the trainer calls set_epoch every epoch
             sampler = DistributedSampler(split, shard.world_size, shard.rank, shuffle=True,
-                                         drop_last=True)
+                                         seed=seed, drop_last=True)
             batch_size //= shard.world_size
         elif shard.enabled:  # contiguous shares, no padding: each sample evaluated once
             split = Subset(split, range(*shard_range(len(split), shard)))

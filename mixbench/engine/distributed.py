@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from mixbench.errors import DistributedError
+
 log = logging.getLogger(__name__)
 
 
@@ -108,7 +110,21 @@ def _spawned(rank: int, world_size: int, port: int, fn, args) -> None:
 
 def spawn(fn, world_size: int, *args) -> None:
     """Run ``fn(DistInfo, *args)`` in ``world_size`` fresh processes on this machine. If any
-    rank fails, the others are stopped and the failure is raised here."""
+    rank fails, the others are stopped and a DistributedError says which rank and why."""
     import torch.multiprocessing as mp
 
-    mp.spawn(_spawned, args=(world_size, free_port(), fn, args), nprocs=world_size, join=True)
+    advice = ("The other processes were stopped; the last checkpoint is kept: fix the cause "
+              "and run again with trainer.resume=true.")
+    try:
+        mp.spawn(_spawned, args=(world_size, free_port(), fn, args), nprocs=world_size,
+                 join=True)
+    except mp.ProcessRaisedException as err:
+        # The child's traceback arrives as text; its last line is "Type: message".
+        cause = [line for line in str(err).strip().splitlines() if line.strip()][-1]
+        raise DistributedError(f"process {err.error_index} of {world_size} failed: "
+                               f"{cause}. {advice}") from None
+    except mp.ProcessExitedException as err:
+        how = f"was killed by {err.signal_name}" if err.signal_name else \
+            f"exited with code {err.exit_code}"
+        raise DistributedError(f"process {err.error_index} of {world_size} {how} (out of "
+                               f"memory?). {advice}") from None

@@ -238,6 +238,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
         finally:
             dist.destroy_process_group()
     if cfg.trainer.devices > 1:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
         spawn(_train_rank, cfg.trainer.devices, OmegaConf.to_container(cfg), str(run_dir))
         return read_results(Path(run_dir) / RESULTS_NAME)
     return train(cfg, run_dir)
@@ -309,7 +310,7 @@ def _train_locked(cfg: DictConfig, run_dir: Path, info: DistInfo) -> dict:
     parts = build_components(cfg, device)
     data, t = parts.data, cfg.trainer
     train_loader = make_loader(data, "train", t.batch_size, train=True, device=device,
-                               num_workers=t.num_workers, shard=info)
+                               num_workers=t.num_workers, shard=info, seed=cfg.seed)
     eval_loaders = {which: make_loader(data, which, t.eval_batch_size, train=False,
                                        device=device, num_workers=t.num_workers, shard=info)
                     for which in ("val", "test")}

@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mixbench.errors import ConfigError
+
 
 class Backbone(nn.Module):
     def __init__(self, stem: nn.Module, stages: list[nn.Module], num_features: int,
@@ -64,6 +66,21 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True))
+NORMS = ("batch", "group", "none")
+
+
+def norm_layer(kind: str, channels: int) -> nn.Module:
+    """BatchNorm (the default), GroupNorm (per-sample: a model trained on several processes
+    then equals the single-process one, SyncBN needs no GPU) or none."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(min(8, channels), channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ConfigError(f"backbone.norm must be one of {NORMS}, got {kind!r}")
+
+
+def conv_bn_relu(cin: int, cout: int, stride: int = 1, norm: str = "batch") -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=norm == "none"),
+                         norm_layer(norm, cout), nn.ReLU(inplace=True))
