@@ -160,3 +160,31 @@ def test_dataset_splits_are_sharded_without_overlap():
                                                  shard=DistInfo(r, 2, r)) for i in y]
                  for r in range(2)]
     assert evaluated == [list(range(20)), list(range(20, 40))]
+
+
+def test_submitit_tasks_are_the_ranks_of_one_run(tmp_path):
+    """Hydra's submitit launcher with 2 tasks for one job (what hydra/launcher=slurm does with
+    one task per GPU): the tasks become 2 DDP ranks of a single run."""
+    out = run_tool("tools/train.py", "-m", "hydra/launcher=submitit_local",
+                   "hydra.launcher.tasks_per_node=2", "backbone.norm=group", "trainer.epochs=1",
+                   "trainer.progress=false", f"hydra.sweep.dir={tmp_path}", timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    [results] = list(tmp_path.rglob("results.json"))
+    assert read(results.parent)["status"] == "completed"
+    assert read(results.parent)["timings"]["processes"] == 2
+
+
+def test_slurm_launcher_preset_asks_one_task_per_gpu():
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from conftest import CONFIG_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm", "trainer.devices=4"],
+                      return_hydra_config=True)
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
+    assert launcher["_target_"].endswith("SlurmLauncher")
+    assert cfg.hydra.launcher.tasks_per_node == 4 == cfg.hydra.launcher.gpus_per_node

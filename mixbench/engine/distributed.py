@@ -2,7 +2,8 @@
 
 ``trainer.devices=N`` starts N processes from inside the Hydra job (torch.multiprocessing
 spawn; NCCL on CUDA, gloo on CPU). Under ``torchrun`` the ranks read RANK / WORLD_SIZE /
-LOCAL_RANK from the environment instead. Each rank trains on its slice of every global batch;
+LOCAL_RANK from the environment instead, and a SLURM job with one task per GPU (Hydra's
+submitit launcher) exports its task ids as those variables. Each rank trains on its slice of every global batch;
 rank 0 alone writes checkpoints, logs and results.json."""
 from __future__ import annotations
 
@@ -38,10 +39,6 @@ class DistInfo:
 SINGLE = DistInfo()
 
 
-def launched_by_torchrun() -> bool:
-    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
-
-
 def init_process_group(info: DistInfo, device_type: str) -> None:
     backend = "nccl" if device_type == "cuda" else "gloo"
     if device_type == "cuda":
@@ -49,9 +46,18 @@ def init_process_group(info: DistInfo, device_type: str) -> None:
     dist.init_process_group(backend, rank=info.rank, world_size=info.world_size)
 
 
-def env_info() -> DistInfo:
-    """The rank of this process as torchrun (or a SLURM wrapper setting the same variables)
-    describes it."""
+def launcher_ranks() -> DistInfo | None:
+    """This process's rank when a launcher started every rank: torchrun (RANK, WORLD_SIZE,
+    LOCAL_RANK in the environment) or a submitit/SLURM job with one task per GPU (its task
+    ids, exported as those variables). None when this process is the whole job."""
+    if "SUBMITIT_EXECUTOR" in os.environ or "SUBMITIT_LOCAL_JOB_ID" in os.environ:
+        from submitit.helpers import TorchDistributedEnvironment
+
+        tasks = TorchDistributedEnvironment()
+        if tasks.world_size > 1:
+            tasks.export(set_cuda_visible_devices=False, overwrite=True)
+    if int(os.environ.get("WORLD_SIZE", 1)) <= 1 or "RANK" not in os.environ:
+        return None
     return DistInfo(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]),
                     int(os.environ.get("LOCAL_RANK", 0)))
 

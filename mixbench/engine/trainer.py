@@ -24,8 +24,8 @@ from tqdm.auto import tqdm
 from mixbench.data import DataBundle, make_loader
 from mixbench.engine.checkpoint import (CHECKPOINT_NAME, load_checkpoint, restore_model,
                                         save_checkpoint)
-from mixbench.engine.distributed import (SINGLE, DistInfo, broadcast_run_dir, env_info,
-                                         init_process_group, launched_by_torchrun, spawn)
+from mixbench.engine.distributed import (SINGLE, DistInfo, broadcast_run_dir,
+                                         init_process_group, launcher_ranks, spawn)
 from mixbench.engine.rundir import RunLock, completed_results
 from mixbench.engine.seeding import epoch_seed, seed_everything
 from mixbench.eval.evaluate import evaluate_model, evaluate_regression, original_units, predict
@@ -228,10 +228,10 @@ def check_same_experiment(saved: dict, current: dict, source: Path) -> None:
 
 def run(cfg: DictConfig, run_dir: str | Path) -> dict:
     """What ``tools/train.py`` calls: one process, ``trainer.devices`` processes spawned here,
-    or this process as one rank of a ``torchrun`` job."""
+    or this process as one rank of a job whose ranks a launcher started (torchrun, SLURM)."""
     validate_config(cfg)
-    if launched_by_torchrun():
-        info = env_info()
+    info = launcher_ranks()
+    if info is not None:
         init_process_group(info, resolve_device(cfg.trainer.device).type)
         try:
             return train(cfg, broadcast_run_dir(Path(run_dir), info), info)
