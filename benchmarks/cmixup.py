@@ -11,37 +11,15 @@ Medians over ``--repeats`` calls; run it on an idle machine."""
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import resource
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-def _quiet_malloc() -> None:
-    """Keep glibc from returning fresh buffers to the OS on every call (page faults would
-    otherwise dominate CPU timings of small tensor ops)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD
-    except OSError:
-        pass
-
-
-def median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+from benchmarks.common import median_ms, quiet_malloc  # noqa: E402
 
 
 def measure(n: int, batch: int, repeats: int) -> dict:
@@ -86,7 +64,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child process: one size
     args = parser.parse_args()
-    _quiet_malloc()
+    quiet_malloc()
     if args.one:
         print(json.dumps(measure(args.one, args.batch, args.repeats)))
         return

@@ -188,3 +188,28 @@ def test_slurm_launcher_preset_asks_one_task_per_gpu():
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
     assert launcher["_target_"].endswith("SlurmLauncher")
     assert cfg.hydra.launcher.tasks_per_node == 4 == cfg.hydra.launcher.gpus_per_node
+
+
+# Methods that cannot run in the CIFAR-100 ResNet-18 table as they are: a regression method,
+# and methods that need a checkpoint or another backbone.
+NOT_IN_OPENMIXUP_TABLE = {"cmixup", "attentivemix", "mixkd", "transmix"}
+
+
+def test_openmixup_sweep_preset_covers_every_classification_method():
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from conftest import CONFIG_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=cifar100_r18_openmixup_sweep"],
+                      return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    swept = set(params["+method"].split(","))
+    shipped = {p.stem for p in (ROOT / "configs" / "method").glob("*.yaml")}
+    assert swept == shipped - NOT_IN_OPENMIXUP_TABLE
+    assert params["seed"] == "0,1,2"
+    assert (cfg.dataset.name, cfg.backbone.name, cfg.trainer.epochs, cfg.trainer.batch_size,
+            cfg.optimizer.lr, cfg.optimizer.weight_decay) == ("cifar100", "resnet18", 200,
+                                                                100, 0.1, 1e-4)

@@ -96,9 +96,12 @@ def validate_config(cfg: DictConfig) -> None:
     _require(isinstance(cfg.seed, int), f"seed must be an integer, got {cfg.seed!r}")
 
 
-def build_components(cfg: DictConfig, device: torch.device) -> Components:
-    """Everything a run needs, from the config groups, via the registries."""
-    data = dataclasses.replace(DATASETS.build(cfg.dataset), name=cfg.dataset.name)
+def build_components(cfg: DictConfig, device: torch.device,
+                     data: DataBundle | None = None) -> Components:
+    """Everything a run needs, from the config groups, via the registries (``data`` given:
+    that dataset instead of the configured one, e.g. synthetic data in benchmarks)."""
+    if data is None:
+        data = dataclasses.replace(DATASETS.build(cfg.dataset), name=cfg.dataset.name)
     model = BACKBONES.build(cfg.backbone, num_classes=data.num_classes,
                             in_channels=data.in_channels).to(device)
     if cfg.trainer.channels_last:
