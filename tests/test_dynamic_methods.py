@@ -122,8 +122,8 @@ def test_same_seed_same_step(name, feature_ckpt):
 
 @pytest.mark.parametrize("name", METHOD_NAMES)
 def test_steps_work_under_ddp(name, feature_ckpt, tmp_path):
-    """Two steps through DistributedDataParallel (one process, gloo): a method that runs two
-    tracked forwards per backward fails on the second step."""
+    """Two steps through DistributedDataParallel (one process, gloo): the wrapper exposes
+    only forward, so a method reaching for the backbone's parts must unwrap it."""
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
                             world_size=1)
     try:

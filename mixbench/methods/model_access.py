@@ -2,9 +2,10 @@
 turn a wrong pairing (a timm model, regression targets, flat inputs) into a clear error.
 
 The trainer may hand a method the backbone wrapped in DistributedDataParallel or
-torch.compile. Training forwards go through ``model(...)`` so the wrappers see them; only
-passes that DDP must not track (gradient-free reads such as class activation maps, and
-PuzzleMix's saliency pass) use the plain backbone found by ``plain_backbone``."""
+torch.compile, which expose only ``forward``. Every forward that gradients flow through goes
+through ``model(...)`` so the wrappers see it; gradient-free reads of the backbone's parts
+(class activation maps) and checks of what it offers use the plain backbone found by
+``plain_backbone``."""
 from __future__ import annotations
 
 import torch

@@ -24,8 +24,7 @@ from torch.nn import functional as F
 
 from mixbench.errors import ConfigError
 from mixbench.methods.base import MixResult, StepOutput, check_batch
-from mixbench.methods.model_access import (check_classification_task, plain_backbone,
-                                           require_image_classification)
+from mixbench.methods.model_access import check_classification_task, require_image_classification
 from mixbench.methods.sample_mixing import SampleMixer, mix_targets
 from mixbench.registry import METHODS
 
@@ -109,18 +108,17 @@ class PuzzleMix(SampleMixer):
         return usable[torch.randint(len(usable), ()).item()]
 
     def saliency(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn):
-        """(B×H×W saliency, clean loss). The pass runs on the plain backbone: DDP allows one
-        tracked forward per backward, and the mixed forward is that one; the clean loss's
-        gradients still reach DDP's hooks through the shared parameters."""
-        backbone = plain_backbone(model, "puzzlemix")
+        """(B×H×W saliency, clean loss): the input gradient of the clean loss. Without a
+        clean term the pass runs in eval mode, leaving BatchNorm statistics alone (as the
+        authors' code does with clean_lam=0)."""
         keep_clean = self.clean_weight > 0
-        was_training = backbone.training
-        if not keep_clean:  # saliency only: leave BatchNorm statistics alone (authors' code)
-            backbone.eval()
+        was_training = model.training
+        if not keep_clean:
+            model.eval()
         x_in = x.detach().requires_grad_(True)
-        clean_loss = loss_fn(backbone(x_in), y)
+        clean_loss = loss_fn(model(x_in), y)
         (grad,) = torch.autograd.grad(clean_loss, x_in, retain_graph=keep_clean)
-        backbone.train(was_training)
+        model.train(was_training)
         return grad.detach().square().mean(dim=1).sqrt(), clean_loss
 
     def step(self, model: nn.Module, batch, loss_fn) -> StepOutput:
