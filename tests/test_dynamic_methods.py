@@ -1,4 +1,5 @@
-"""Methods with their own step: manifoldmix, regmixup, snapmix, puzzlemix, attentivemix.
+"""Methods with their own step: manifoldmix, regmixup, snapmix, puzzlemix, attentivemix,
+transmix, alignmix.
 
 Per method: shapes and dtypes, valid mixed targets, λ consistent with what was mixed, prob=0
 is plain CE, determinism, config errors, a step under DDP, and a 1-epoch run on digits.
@@ -15,13 +16,16 @@ from mixbench.engine.checkpoint import save_checkpoint
 from mixbench.engine.trainer import train
 from mixbench.errors import ConfigError
 from mixbench.losses import SoftTargetCrossEntropy
+from mixbench.methods.alignmix import align_and_mix, sinkhorn_plan
 from mixbench.methods.attentivemix import attentive_batch
 from mixbench.methods.puzzlemix import puzzle_batch, to_blocks
 from mixbench.methods.snapmix import class_activation_maps, snapmix_batch
+from mixbench.methods.transmix import attention_label_weight, class_token_attention
 from mixbench.registry import BACKBONES, METHODS
 
 B, K, SIDE = 8, 8, 16
-METHOD_NAMES = ["manifoldmix", "regmixup", "snapmix", "puzzlemix", "attentivemix"]
+METHOD_NAMES = ["manifoldmix", "regmixup", "snapmix", "puzzlemix", "attentivemix", "transmix",
+                "alignmix"]
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +48,17 @@ def build(name, feature_ckpt=None, **kwargs):
 def small_model(**kwargs):
     return BACKBONES.build({"name": "small_cnn", "width": 8, **kwargs}, num_classes=K,
                            in_channels=1)
+
+
+def tiny_vit():
+    return BACKBONES.build({"name": "timm", "model_name": "vit_tiny_patch16_224",
+                            "model_kwargs": {"img_size": SIDE, "patch_size": 4, "depth": 2}},
+                           num_classes=K, in_channels=1)
+
+
+def model_for(name):
+    """TransMix needs a ViT; every other method here runs on the small CNN."""
+    return tiny_vit() if name == "transmix" else small_model()
 
 
 def image_batch():
@@ -71,7 +86,7 @@ def partners(y):
 @pytest.mark.parametrize("name", METHOD_NAMES)
 def test_step_gives_a_finite_loss_and_gradients(name, feature_ckpt):
     torch.manual_seed(0)
-    model = small_model()
+    model = model_for(name)
     x, labels = image_batch()
     x_before = x.clone()
     out = build(name, feature_ckpt).step(model, (x, labels), SoftTargetCrossEntropy())
@@ -87,7 +102,7 @@ def test_mixed_targets_are_distributions_over_the_pair(name, feature_ckpt):
     torch.manual_seed(1)
     loss = Recorder()
     x, labels = image_batch()
-    build(name, feature_ckpt).step(small_model(), (x, labels), loss)
+    build(name, feature_ckpt).step(model_for(name), (x, labels), loss)
     targets = loss.calls[-1][1]
     assert targets.shape == (B, K) and targets.dtype == torch.float32
     assert (targets >= 0).all() and ((targets > 0).sum(1) <= 2).all()
@@ -99,7 +114,7 @@ def test_mixed_targets_are_distributions_over_the_pair(name, feature_ckpt):
 
 @pytest.mark.parametrize("name", METHOD_NAMES)
 def test_prob_zero_is_plain_cross_entropy(name, feature_ckpt):
-    model = small_model()
+    model = model_for(name)
     x, labels = image_batch()
     out = build(name, feature_ckpt, prob=0.0).step(model, (x, labels), SoftTargetCrossEntropy())
     assert torch.allclose(out.loss, F.cross_entropy(model(x), labels), atol=1e-6)
@@ -109,7 +124,7 @@ def test_prob_zero_is_plain_cross_entropy(name, feature_ckpt):
 @pytest.mark.parametrize("name", METHOD_NAMES)
 def test_same_seed_same_step(name, feature_ckpt):
     x, labels = image_batch()
-    model = small_model().eval()  # BN statistics unchanged between the two runs
+    model = model_for(name).eval()  # BN statistics unchanged between the two runs
     outs = []
     for _ in range(2):
         torch.manual_seed(7)
@@ -127,7 +142,7 @@ def test_steps_work_under_ddp(name, feature_ckpt, tmp_path):
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
                             world_size=1)
     try:
-        model = DistributedDataParallel(small_model())
+        model = DistributedDataParallel(model_for(name))
         method = build(name, feature_ckpt)
         for _ in range(2):
             out = method.step(model, image_batch(), SoftTargetCrossEntropy())
@@ -136,7 +151,7 @@ def test_steps_work_under_ddp(name, feature_ckpt, tmp_path):
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("name", ["manifoldmix", "snapmix"])
+@pytest.mark.parametrize("name", ["manifoldmix", "snapmix", "alignmix"])
 def test_backbone_without_stages_is_refused(name):
     timm_model = BACKBONES.build({"name": "timm", "model_name": "resnet10t"}, num_classes=K,
                                  in_channels=1)
@@ -144,7 +159,7 @@ def test_backbone_without_stages_is_refused(name):
         build(name).step(timm_model, image_batch(), SoftTargetCrossEntropy())
 
 
-@pytest.mark.parametrize("name", ["snapmix", "puzzlemix", "attentivemix"])
+@pytest.mark.parametrize("name", ["snapmix", "puzzlemix", "attentivemix", "transmix"])
 def test_region_mixers_need_image_classification(name, feature_ckpt):
     method = build(name, feature_ckpt)
     mlp = BACKBONES.build({"name": "mlp"}, num_classes=K, in_channels=6)
@@ -167,6 +182,12 @@ def test_region_mixers_need_image_classification(name, feature_ckpt):
     ("puzzlemix", {"clean_weight": -1.0}, "method.clean_weight"),
     ("attentivemix", {"top_k": 0}, "method.top_k"),
     ("attentivemix", {"grid": 0}, "method.grid"),
+    ("transmix", {"cutmix_alpha": 0.0}, "method.cutmix_alpha"),
+    ("transmix", {"switch_prob": 1.5}, "method.switch_prob"),
+    ("transmix", {"attention_share": -0.1}, "method.attention_share"),
+    ("alignmix", {"epsilon": 0.0}, "method.epsilon"),
+    ("alignmix", {"sinkhorn_iters": 0}, "method.sinkhorn_iters"),
+    ("alignmix", {"input_prob": 2.0}, "method.input_prob"),
 ])
 def test_bad_values_are_rejected_naming_the_key(name, bad, match, feature_ckpt):
     with pytest.raises(ConfigError, match=match):
@@ -403,6 +424,109 @@ def test_attentivemix_checkpoint_errors(tmp_path, feature_ckpt):
                                                            SoftTargetCrossEntropy())
 
 
+# --- transmix ------------------------------------------------------------------------------
+def test_transmix_needs_a_vision_transformer():
+    with pytest.raises(ConfigError, match="ViT"):
+        build("transmix").step(small_model(), image_batch(), SoftTargetCrossEntropy())
+
+
+def test_class_token_attention_matches_timms_attention_weights():
+    torch.manual_seed(13)
+    vit = tiny_vit().eval()
+    attn = vit.model.blocks[-1].attn
+    attn.fused_attn = False  # timm then passes the weights through attn_drop: catch them there
+    seen = {}
+    attn.attn_drop.register_forward_hook(lambda m, args, out: seen.setdefault("w", out))
+    attn.register_forward_hook(lambda m, args, out: seen.setdefault("tokens", args[0]))
+    with torch.no_grad():
+        vit(image_batch()[0])
+        ours = class_token_attention(attn, seen["tokens"], vit.model.num_prefix_tokens)
+    expected = seen["w"][:, :, 0, vit.model.num_prefix_tokens:].mean(1)
+    assert ours.shape == (B, (SIDE // 4) ** 2) and torch.allclose(ours, expected, atol=1e-6)
+
+
+def test_transmix_partner_weight_mixes_attention_in_the_box_with_the_area():
+    attention = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.25, 0.25, 0.25, 0.25]])
+    box = torch.tensor([0.0, 1.0, 0.0, 1.0])
+    weight = attention_label_weight(attention, box, area=0.3, attention_share=0.5)
+    assert torch.allclose(weight, torch.tensor([0.5 * 0.6 + 0.15, 0.5 * 0.5 + 0.15]))
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5])
+def test_transmix_cutmix_labels(share):
+    vit = tiny_vit().eval()
+    x, labels = image_batch()
+    for seed in range(4):
+        torch.manual_seed(seed)
+        loss = Recorder()
+        out = build("transmix", switch_prob=1.0, attention_share=share).step(vit, (x, labels),
+                                                                            loss)
+        targets, lam = loss.calls[0][1], out.info["lam"]
+        j = partners(targets)
+        mixed = j != torch.arange(B)
+        assert out.info["cutmix"] and lam.shape == (B,)
+        assert torch.allclose(targets.diagonal()[mixed], lam[mixed], atol=1e-6)
+        if share == 0.0:  # the area alone: cutmix's λ
+            assert torch.allclose(lam, torch.full((B,), out.info["area_lam"]), atol=1e-6)
+
+
+def test_transmix_mixup_batches_keep_lambda():
+    torch.manual_seed(14)
+    loss = Recorder()
+    out = build("transmix", switch_prob=0.0).step(tiny_vit(), image_batch(), loss)
+    assert not out.info["cutmix"] and isinstance(out.info["lam"], float)
+    j = partners(loss.calls[0][1])
+    mixed = j != torch.arange(B)
+    assert torch.allclose(loss.calls[0][1].diagonal()[mixed], torch.tensor(out.info["lam"]))
+
+
+# --- alignmix --------------------------------------------------------------------------------
+def test_sinkhorn_plan_has_uniform_marginals():
+    torch.manual_seed(15)
+    plan = sinkhorn_plan(torch.rand(3, 5, 5) * 4, epsilon=0.5, iters=200)
+    assert torch.allclose(plan.sum(2), torch.full((3, 5), 0.2), atol=1e-4)
+    assert torch.allclose(plan.sum(1), torch.full((3, 5), 0.2), atol=1e-4)
+
+
+@pytest.mark.parametrize("direction", [0, 1])
+def test_alignmix_undoes_a_spatial_shuffle(direction):
+    """If the partner's feature map is the image's with positions shuffled, aligning it first
+    makes the mix equal to the image's (direction 0) or the partner's (direction 1) map."""
+    torch.manual_seed(16)
+    h = torch.randn(1, 6, 3, 3) * 3
+    shuffle = torch.randperm(9)
+    partner = h.flatten(2)[:, :, shuffle].view_as(h)
+    batch = torch.cat([h, partner])
+    perm = torch.tensor([1, 0])
+    mixed = align_and_mix(batch, perm, 0.3, direction, epsilon=0.05, iters=200)
+    expected = batch[0] if direction == 0 else batch[1]
+    assert torch.allclose(mixed[0], expected, atol=1e-3)
+    # without alignment the mix would differ from it
+    assert not torch.allclose(0.3 * batch[0] + 0.7 * batch[1], expected, atol=1e-1)
+
+
+def test_alignmix_mixes_the_last_feature_map_or_the_input():
+    model = small_model().eval()
+    x, labels = image_batch()
+    seen = set()
+    for seed in range(10):
+        torch.manual_seed(seed)
+        loss = Recorder()
+        out = build("alignmix").step(model, (x, labels), loss)
+        targets, lam = loss.calls[0][1], out.info["lam"]
+        j = partners(targets)
+        mixed = j != torch.arange(B)
+        assert torch.allclose(targets.diagonal()[mixed], torch.full((int(mixed.sum()),), lam))
+        seen.add(out.info["aligned"])
+        if out.info["aligned"]:
+            expected = model.forward_mixed(x, lambda h: align_and_mix(
+                h, j, lam, out.info["direction"], 0.1, 100), len(model.stages) + 1)
+        else:
+            expected = model(lam * x + (1 - lam) * x[j])
+        assert torch.allclose(out.logits, expected, atol=1e-4)
+    assert seen == {True, False}
+
+
 # --- end to end ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def erm_run(tmp_path_factory):
@@ -414,8 +538,11 @@ def erm_run(tmp_path_factory):
 
 @pytest.mark.parametrize("name", METHOD_NAMES)
 def test_one_epoch_on_digits(name, cfg_factory, tmp_path, erm_run):
-    extra = ([f"method.feature_ckpt={erm_run}", "method.top_k=1"] if name == "attentivemix"
-             else [])
+    extra = {"attentivemix": [f"method.feature_ckpt={erm_run}", "method.top_k=1"],
+             "transmix": ["backbone=timm", "backbone.model_name=vit_tiny_patch16_224",
+                          "+backbone.model_kwargs.img_size=8",
+                          "+backbone.model_kwargs.patch_size=2",
+                          "+backbone.model_kwargs.depth=2"]}.get(name, [])
     results = train(cfg_factory(f"+method={name}", *extra), tmp_path)
     assert results["status"] == "completed" and results["config"]["method"]["name"] == name
     assert results["history"][0]["train_loss"] > 0 and 0 <= results["test"]["top1"] <= 1

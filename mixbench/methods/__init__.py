@@ -1,6 +1,8 @@
 """Mixing methods (registered in METHODS). One module per family."""
-from mixbench.methods import (attentivemix, base, cmixup, manifold, puzzlemix,  # noqa: F401
-                              regmixup, sample_mixing, snapmix)  # (registration)
+from mixbench.methods import (alignmix, attentivemix, base, cmixup, manifold,  # noqa: F401
+                              puzzlemix, regmixup, sample_mixing, snapmix,
+                              transmix)  # (registration)
+from mixbench.methods.alignmix import AlignMix
 from mixbench.methods.attentivemix import AttentiveMix
 from mixbench.methods.base import ERM, Method, MixResult, StepOutput
 from mixbench.methods.cmixup import CMixup
@@ -9,6 +11,7 @@ from mixbench.methods.puzzlemix import PuzzleMix
 from mixbench.methods.regmixup import RegMixup
 from mixbench.methods.sample_mixing import CutMix, Mixup
 from mixbench.methods.snapmix import SnapMix
+from mixbench.methods.transmix import TransMix
 
-__all__ = ["AttentiveMix", "CMixup", "CutMix", "ERM", "ManifoldMix", "Method", "MixResult",
-           "Mixup", "PuzzleMix", "RegMixup", "SnapMix", "StepOutput"]
+__all__ = ["AlignMix", "AttentiveMix", "CMixup", "CutMix", "ERM", "ManifoldMix", "Method",
+           "MixResult", "Mixup", "PuzzleMix", "RegMixup", "SnapMix", "StepOutput", "TransMix"]
