@@ -114,6 +114,9 @@ class TransMix(Method):
             logits = model(mixed)
         finally:
             hook.remove()
+        if not captured:
+            raise ConfigError("method=transmix reads the attention through a forward hook, "
+                              "which this model wrapper bypassed; set trainer.compile=false")
         with torch.no_grad():
             attention = class_token_attention(vit.blocks[-1].attn, captured[-1],
                                               vit.num_prefix_tokens)
