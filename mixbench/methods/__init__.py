@@ -1,7 +1,17 @@
 """Mixing methods (registered in METHODS). One module per family."""
-from mixbench.methods import base, cmixup, sample_mixing  # noqa: F401  (registration)
+from mixbench.methods import (alignmix, attentivemix, base, cmixup, manifold,  # noqa: F401
+                              puzzlemix, regmixup, sample_mixing, snapmix,
+                              transmix)  # (registration)
+from mixbench.methods.alignmix import AlignMix
+from mixbench.methods.attentivemix import AttentiveMix
 from mixbench.methods.base import ERM, Method, MixResult, StepOutput
 from mixbench.methods.cmixup import CMixup
+from mixbench.methods.manifold import ManifoldMix
+from mixbench.methods.puzzlemix import PuzzleMix
+from mixbench.methods.regmixup import RegMixup
 from mixbench.methods.sample_mixing import CutMix, Mixup
+from mixbench.methods.snapmix import SnapMix
+from mixbench.methods.transmix import TransMix
 
-__all__ = ["CMixup", "CutMix", "ERM", "Method", "MixResult", "Mixup", "StepOutput"]
+__all__ = ["AlignMix", "AttentiveMix", "CMixup", "CutMix", "ERM", "ManifoldMix", "Method",
+           "MixResult", "Mixup", "PuzzleMix", "RegMixup", "SnapMix", "StepOutput", "TransMix"]

@@ -29,6 +29,16 @@ class Backbone(nn.Module):
             h = stage(h)
         return self.pool(h)
 
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The last hidden state before pooling (after ``final``): B×D×h×w for CNNs, B×D for
+        the MLP. The logits are ``head`` applied to its spatial mean, so ``head.weight[k]``
+        dotted with it at each position is the class activation map of class k (SnapMix),
+        and its channel mean is a spatial attention map (AttentiveMix)."""
+        h = self.stem(x)
+        for stage in self.stages:
+            h = stage(h)
+        return self.final(h)
+
     def forward(self, x: torch.Tensor, mix=None, mix_layer: int = 0) -> torch.Tensor:
         """Logits; with ``mix``, ``forward_mixed(x, mix, mix_layer)``. Methods call the model
         this way (not ``forward_mixed`` directly) so DDP and torch.compile wrappers see it."""
