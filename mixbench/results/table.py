@@ -102,6 +102,8 @@ def _row(path: Path, results: dict) -> dict:
         "method": (cfg.get("method") or {}).get("name", "erm"),
         "loss": (cfg.get("loss") or {}).get("name"),
         "epochs": (cfg.get("trainer") or {}).get("epochs"),
+        # dataset.label_noise.p, for --group-by ...,label_noise (the temperature-scaling study)
+        "label_noise": ((cfg["dataset"].get("label_noise") or {}).get("p") or 0.0),
         "seed": results.get("seed"),
         "status": results.get("status", "unknown"),
         **test,
