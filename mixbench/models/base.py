@@ -1,7 +1,8 @@
 """The shape every backbone shares: stem → stages → pooled features → linear head.
 
-``forward_features`` returns pooled B×D features; ``head`` is the classifier. Exposing the
-stages lets representation-level methods (manifold mixup) mix hidden states between them."""
+``forward_features`` (alias ``features``) returns pooled B×D features; ``head`` is the final
+linear classifier. Exposing the stages lets representation-level methods (manifold mixup) mix
+hidden states between them."""
 from __future__ import annotations
 
 import torch
@@ -26,6 +27,11 @@ class Backbone(nn.Module):
         for stage in self.stages:
             h = stage(h)
         return self.pool(h)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features B×D, what the final linear layer ``head`` sees:
+        ``head(features(x))`` is ``forward(x)`` (used by last-layer geometry analyses)."""
+        return self.forward_features(x)
 
     def forward(self, x: torch.Tensor, mix=None, mix_layer: int = 0) -> torch.Tensor:
         """Logits; with ``mix``, ``forward_mixed(x, mix, mix_layer)``. Methods call the model

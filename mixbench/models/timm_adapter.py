@@ -25,6 +25,10 @@ class TimmBackbone(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features B×D, what ``head`` sees (as ``Backbone.features``)."""
+        return self.forward_features(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
