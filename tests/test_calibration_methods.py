@@ -171,3 +171,17 @@ def test_mixkd_teacher_is_frozen_and_in_eval_mode(teacher_run):
     teacher = load_teacher(teacher_run, 10, 1)
     assert not teacher.training
     assert not any(p.requires_grad for p in teacher.parameters())
+
+
+def test_reliability_figure_shows_before_and_after_temperature_scaling(cfg_factory, tmp_path,
+                                                                       monkeypatch):
+    import mixbench.eval.evaluate as evaluate
+
+    drawn = []
+    real = evaluate.plot_reliability
+    monkeypatch.setattr(evaluate, "plot_reliability",
+                        lambda panels, path: drawn.append(panels) or real(panels, path))
+    results = train(cfg_factory(), tmp_path)
+    (before, before_title), (after, after_title) = drawn[0]
+    assert before == results["reliability"] and after == results["reliability_ts"]
+    assert "after TS" in after_title and "after TS" not in before_title

@@ -156,9 +156,10 @@ def plot_geometry(report: dict, path: str | Path) -> Path:
         ax.set_title(f"cosines: {title}\n(simplex ETF: {etf_cos:.2f} off the diagonal)")
         fig.colorbar(image, ax=ax, fraction=0.046)
     bins = [i / 20 - 1 for i in range(41)]
-    axes[2].hist(report["_cos_same"], bins=bins, alpha=0.6, label="same-class pairs")
-    axes[2].hist(report["_cos_diff"], bins=bins, alpha=0.6, label="different-class pairs")
-    axes[2].set(xlabel="cos(mixed feature, λw_a + (1−λ)w_b)", ylabel="count",
+    for key, label in (("_cos_same", "same-class pairs"), ("_cos_diff", "different-class pairs")):
+        if report[key]:  # densities: there are ~K times more different-class pairs
+            axes[2].hist(report[key], bins=bins, alpha=0.6, density=True, label=label)
+    axes[2].set(xlabel="cos(mixed feature, λw_a + (1−λ)w_b)", ylabel="density",
                 title=f"mixed inputs (λ={report['mixed_lam']}), NC1={report['nc1']:.3g}")
     axes[2].legend()
     fig.tight_layout()

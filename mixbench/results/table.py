@@ -47,6 +47,10 @@ CLASSIFICATION_COLUMNS = [
     Column("aece", "aECE %", 100, False, 2),
     Column("mce", "MCE %", 100, False, 2),
     Column("ts_ece", "ECE after TS %", 100, False, 2),
+    # the rest of the temperature-scaling study's numbers (experiment=ts_limits)
+    Column("ts_nll", "NLL after TS", 1, False, 3),
+    Column("ts_aece", "aECE after TS %", 100, False, 2),
+    Column("ts_mce", "MCE after TS %", 100, False, 2),
     Column("temperature", "T", 1, None, 2),
     Column("train_s", "train s", 1, None, 1),
     Column("samples_per_s", "samples/s", 1, None, 0),
