@@ -5,7 +5,9 @@ batch and mixed copies of it (λ ~ Beta(α, α) and a new partner per copy):
 - ``mode=mrl``: one mixed copy; its top logit should sit ``margin`` below the raw one
   (pairs of the same class are skipped);
 - ``mode=mndcg``: ``num_mixed`` copies; 1 − NDCG of the confidences ordered by max(λ, 1−λ).
-The mixed copies go through the model in one extra forward pass, as in the authors' code."""
+The raw batch and its mixed copies go through the model in one forward pass: one forward per
+step keeps DDP's gradient hooks simple. (The authors use two passes, raw then mixed, so there
+BatchNorm normalises the two groups separately.)"""
 from __future__ import annotations
 
 import torch
@@ -48,9 +50,9 @@ class RankMixup(Method):
     def step(self, model, batch, loss_fn) -> StepOutput:
         x, labels = batch[0], batch[1]
         y = self.targets(labels, x.dtype)
-        logits = model(x)
         copies = [self.mixer.mix_batch(x, y) for _ in range(self.num_mixed)]
-        mixed_logits = model(torch.cat([c.x for c in copies]))
+        out = model(torch.cat([x, *(c.x for c in copies)]))
+        logits, mixed_logits = out[:len(x)], out[len(x):]
         mixed_y = torch.cat([c.y for c in copies])
         if self.mode == "mrl":
             different = mixed_y.max(dim=1).values < 1.0  # a same-class pair keeps a 1 in its row
