@@ -1,13 +1,14 @@
 """RankMixup (MRL, M-NDCG) and MIX-KD: the losses' defining cases, the methods' steps, errors,
 and 1-epoch runs through the composed config on digits."""
 import json
+import shutil
 
 import pytest
 import torch
 
 from conftest import FAST, make_cfg
 from mixbench.engine.checkpoint import save_checkpoint
-from mixbench.engine.trainer import train
+from mixbench.engine.trainer import evaluate_run, train
 from mixbench.errors import ConfigError
 from mixbench.losses import SoftTargetCrossEntropy
 from mixbench.losses.distill import distillation_kl
@@ -43,6 +44,9 @@ def test_mndcg_zero_when_ordered_positive_when_reversed():
                              for r in relevance.flip(0)[:, 0]])
     assert mixup_ndcg_loss(raw, ordered, relevance).item() == pytest.approx(0.0, abs=1e-6)
     assert mixup_ndcg_loss(raw, reversed_, relevance).item() > 1e-3
+    # over-confident copies (DCG above the ideal) are penalised too, never rewarded
+    sure = torch.stack([logits_with_confidence(0.99)[None]] * 3)
+    assert mixup_ndcg_loss(raw, sure, relevance).item() > 1e-3
     # the order of the copies in the batch does not matter, only confidence vs relevance
     perm = torch.tensor([2, 0, 1])
     assert mixup_ndcg_loss(raw, ordered[perm], relevance[perm]).item() == \
@@ -111,7 +115,6 @@ def test_mixkd_partial_mixup_fraction():
     ({"name": "rankmixup", "num_mixed": 0}, "method.num_mixed"),
     ({"name": "rankmixup", "alpha": 0}, "method.alpha"),
     ({"name": "mixkd"}, "method.teacher_ckpt=PATH"),
-    ({"name": "mixkd", "teacher_ckpt": "/nonexistent/run"}, "no checkpoint"),
     ({"name": "mixkd", "teacher_ckpt": __file__, "mix_fraction": 1.5}, "method.mix_fraction"),
     ({"name": "mixkd", "teacher_ckpt": __file__, "temperature": 0}, "method.temperature"),
 ])
@@ -143,15 +146,25 @@ def test_one_epoch_runs(cfg_factory, tmp_path, overrides):
 
 
 def test_mixkd_one_epoch_from_a_teacher_run(cfg_factory, tmp_path, teacher_run):
-    results = train(cfg_factory("+method=mixkd", f"method.teacher_ckpt={teacher_run}"), tmp_path)
+    teacher = tmp_path / "teacher.pt"
+    shutil.copy(teacher_run / "last.pt", teacher)
+    student = tmp_path / "student"
+    results = train(cfg_factory("+method=mixkd", f"method.teacher_ckpt={teacher}"), student)
     assert results["status"] == "completed"
     # the checkpoint holds the teacher's fingerprint, not the teacher
-    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    state = torch.load(student / "last.pt", weights_only=True)
     assert list(state["method"]) == ["teacher_sha256"]
     assert not any(k.startswith("teacher") for k in state["model"])
+    # a finished student is re-evaluated without its teacher
+    teacher.unlink()
+    assert evaluate_run(student, "cpu")["test"] == results["test"]
 
 
-def test_mixkd_rejects_corrupt_and_mismatched_teachers(cfg_factory, tmp_path, teacher_run):
+def test_mixkd_rejects_missing_corrupt_and_mismatched_teachers(cfg_factory, tmp_path,
+                                                               teacher_run):
+    with pytest.raises(ConfigError, match="teacher_ckpt: no checkpoint at"):
+        train(cfg_factory("+method=mixkd", f"method.teacher_ckpt={tmp_path / 'none'}"),
+              tmp_path / "c")
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match="teacher_ckpt.*corrupt"):

@@ -27,10 +27,14 @@ from mixbench.methods.sample_mixing import mix_targets
 from mixbench.registry import BACKBONES, METHODS
 
 
-def teacher_file(teacher_ckpt) -> Path:
+def require_teacher_ckpt(teacher_ckpt) -> None:
     if teacher_ckpt in (None, ""):
         raise ConfigError("method=mixkd needs method.teacher_ckpt=PATH: the run folder (or its "
                           f"{CHECKPOINT_NAME}) of a model trained on the same dataset")
+
+
+def teacher_file(teacher_ckpt) -> Path:
+    require_teacher_ckpt(teacher_ckpt)
     path = Path(teacher_ckpt).expanduser()
     path = path / CHECKPOINT_NAME if path.is_dir() else path
     if not path.is_file():
@@ -79,7 +83,10 @@ class MixKD(Method):
                  mix_fraction: float = 0.1, alpha: float = 1.0, temperature: float = 4.0,
                  ce_weight: float = 0.1, kl_weight: float = 0.9, standardize: bool = True):
         super().__init__(num_classes=num_classes)
-        self.teacher_path = teacher_file(teacher_ckpt)  # fail at start-up, not after setup
+        # The file is looked for in setup(), before training: re-evaluating or analysing a
+        # finished student builds the method too, and must not need the teacher any more.
+        require_teacher_ckpt(teacher_ckpt)
+        self.teacher_ckpt = teacher_ckpt
         if not 0.0 <= mix_fraction <= 1.0:
             raise ConfigError(f"method.mix_fraction must be in [0, 1], got {mix_fraction}")
         if not alpha > 0:
@@ -93,11 +100,12 @@ class MixKD(Method):
         self.temperature, self.standardize = float(temperature), bool(standardize)
         self.ce_weight, self.kl_weight = float(ce_weight), float(kl_weight)
         self._beta = torch.distributions.Beta(torch.tensor(self.alpha), torch.tensor(self.alpha))
-        self.teacher: nn.Module | None = None
+        self.teacher: nn.Module | None = None  # set by setup() (or directly, in tests)
         self.teacher_sha256: str | None = None
 
     def setup(self, data, train_loader) -> None:
         require_classification(data, "mixkd")
+        self.teacher_path = teacher_file(self.teacher_ckpt)
         self.teacher = load_teacher(self.teacher_path, self.num_classes, data.in_channels)
         self.teacher_sha256 = file_sha256(self.teacher_path)
 
@@ -134,11 +142,11 @@ class MixKD(Method):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         saved = state.get("teacher_sha256")
         if saved and self.teacher_sha256 and saved != self.teacher_sha256:
-            raise CheckpointError(f"the teacher {self.teacher_path} changed since this run "
+            raise CheckpointError(f"the teacher {self.teacher_ckpt} changed since this run "
                                   f"started (SHA-256 differs): resume with the original teacher "
                                   f"or start a new run")
 
     def __repr__(self) -> str:
-        return (f"MixKD(teacher={str(self.teacher_path)!r}, mix_fraction={self.mix_fraction}, "
+        return (f"MixKD(teacher={str(self.teacher_ckpt)!r}, mix_fraction={self.mix_fraction}, "
                 f"alpha={self.alpha}, T={self.temperature}, ce_weight={self.ce_weight}, "
                 f"kl_weight={self.kl_weight}, standardize={self.standardize})")
