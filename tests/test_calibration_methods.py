@@ -198,3 +198,23 @@ def test_reliability_figure_shows_before_and_after_temperature_scaling(cfg_facto
     (before, before_title), (after, after_title) = drawn[0]
     assert before == results["reliability"] and after == results["reliability_ts"]
     assert "after TS" in after_title and "after TS" not in before_title
+
+
+def test_mixkd_resume_refuses_a_changed_teacher(tmp_path, teacher_run):
+    from mixbench.errors import CheckpointError
+    from mixbench.registry import DATASETS
+
+    data = DATASETS.build({"name": "digits"})
+    teacher = tmp_path / "teacher.pt"
+    shutil.copy(teacher_run / "last.pt", teacher)
+    method = METHODS.build({"name": "mixkd", "teacher_ckpt": str(teacher)}, num_classes=10)
+    method.setup(data, None)
+    saved = method.state_dict()
+    method.load_state_dict(saved)  # same teacher: fine
+    state = torch.load(teacher, weights_only=True)
+    state["model"] = {k: v + 1 if v.is_floating_point() else v for k, v in state["model"].items()}
+    save_checkpoint(teacher, {k: v for k, v in state.items() if k != "format"})
+    resumed = METHODS.build({"name": "mixkd", "teacher_ckpt": str(teacher)}, num_classes=10)
+    resumed.setup(data, None)
+    with pytest.raises(CheckpointError, match="changed"):
+        resumed.load_state_dict(saved)

@@ -105,9 +105,9 @@ class MixKD(Method):
 
     def setup(self, data, train_loader) -> None:
         require_classification(data, "mixkd")
-        self.teacher_path = teacher_file(self.teacher_ckpt)
-        self.teacher = load_teacher(self.teacher_path, self.num_classes, data.in_channels)
-        self.teacher_sha256 = file_sha256(self.teacher_path)
+        path = teacher_file(self.teacher_ckpt)
+        self.teacher = load_teacher(path, self.num_classes, data.in_channels)
+        self.teacher_sha256 = file_sha256(path)
 
     def mix_batch(self, x: torch.Tensor, y: torch.Tensor) -> MixResult:
         """Partial mixup: exactly round(mix_fraction · B) samples, chosen at random, are mixed
