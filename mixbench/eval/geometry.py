@@ -24,7 +24,8 @@ def class_means(features: torch.Tensor, labels: torch.Tensor, num_classes: int):
     """(K×D class means, D global mean); classes without samples are an error."""
     counts = torch.bincount(labels, minlength=num_classes).to(features.dtype)
     if (counts == 0).any():
-        raise ValueError(f"classes without samples: {torch.nonzero(counts == 0).flatten().tolist()}")
+        empty = torch.nonzero(counts == 0).flatten().tolist()
+        raise ValueError(f"classes without samples: {empty}")
     sums = torch.zeros(num_classes, features.shape[1], dtype=features.dtype).index_add_(
         0, labels, features)
     return sums / counts[:, None], features.mean(dim=0)
