@@ -55,6 +55,9 @@ class DataBundle:
     target_mean: tuple[float, ...] | None = None
     target_std: tuple[float, ...] | None = None
     name: str = ""  # the dataset's registry name (set by the trainer from the config)
+    # What dataset.label_noise changed in the training labels (see data/label_noise.py); the
+    # trainer saves it as label_noise.json in the run folder. None: labels as published.
+    label_noise: dict | None = None
 
     def splits(self) -> dict[str, Split | Dataset]:
         return {"train": self.train, "val": self.val, "test": self.test}

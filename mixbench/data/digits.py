@@ -6,6 +6,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from mixbench.data.bundle import Augment, DataBundle, Split, stratified_holdout
+from mixbench.data.label_noise import noisy_labels
 from mixbench.registry import DATASETS
 from mixbench.errors import ConfigError
 
@@ -17,7 +18,8 @@ def _check_fraction(key: str, value: float) -> None:
 
 @DATASETS.register("digits")
 def build_digits(*, val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 0,
-                 crop_padding: int = 0, hflip: bool = False, root=None) -> DataBundle:
+                 crop_padding: int = 0, hflip: bool = False, label_noise: dict | None = None,
+                 root=None) -> DataBundle:
     """1,797 grey 8×8 images, 10 classes, split stratified into train/val/test with a fixed
     seed. Pixel values 0..16 are stored as uint8 0..255 like every other image set."""
     _check_fraction("val_fraction", val_fraction)
@@ -28,12 +30,17 @@ def build_digits(*, val_fraction: float = 0.1, test_fraction: float = 0.2, split
     rest, test_idx = stratified_holdout(labels, test_fraction, split_seed)
     train_pos, val_pos = stratified_holdout(labels[rest], val_fraction / (1 - test_fraction),
                                             split_seed)
-    all_data = Split(torch.from_numpy(images), torch.from_numpy(labels))
+    # Noise on the train+val pool; the split above used the clean labels, so every p keeps
+    # the same images in each split.
+    pool_labels, noise_record = noisy_labels(labels[rest], 10, label_noise, pool_index=rest)
+    targets = torch.from_numpy(labels).clone()
+    targets[torch.from_numpy(rest)] = pool_labels
+    all_data = Split(torch.from_numpy(images), targets)
     train = all_data.subset(rest[train_pos])
     scaled = train.x.float() / 255.0
     return DataBundle(
         train=train, val=all_data.subset(rest[val_pos]), test=all_data.subset(test_idx),
         num_classes=10, in_channels=1, image_size=(8, 8),
         mean=(scaled.mean().item(),), std=(scaled.std().item(),),
-        augment=Augment(crop_padding=crop_padding, hflip=hflip),
+        augment=Augment(crop_padding=crop_padding, hflip=hflip), label_noise=noise_record,
     )

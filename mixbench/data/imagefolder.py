@@ -12,6 +12,7 @@ from torch.utils.data import Dataset, Subset
 from torchvision import datasets, transforms
 
 from mixbench.data.bundle import DataBundle, stratified_holdout
+from mixbench.data.label_noise import noisy_labels
 from mixbench.registry import DATASETS
 from mixbench.errors import ConfigError, DatasetError, DatasetNotFoundError
 
@@ -71,7 +72,8 @@ def _test_set(folder: Path, class_to_idx: dict[str, int], transform) -> Dataset:
 def build_imagefolder(*, root: str, test_split: str = "val", image_size: int = 224,
                       train_crop: str = "random_resized", crop_padding: int = 4,
                       val_fraction: float = 0.05, split_seed: int = 0,
-                      mean=IMAGENET_MEAN, std=IMAGENET_STD) -> DataBundle:
+                      mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                      label_noise: dict | None = None) -> DataBundle:
     if root is None:
         raise DatasetNotFoundError("dataset=imagefolder needs dataset.root=FOLDER "
                                    "(holding train/ and val/ class folders)")
@@ -85,9 +87,15 @@ def build_imagefolder(*, root: str, test_split: str = "val", image_size: int = 2
     train_full = datasets.ImageFolder(str(root_path / "train"), transform=train_tf)
     train_eval = datasets.ImageFolder(str(root_path / "train"), transform=test_tf)
     keep, held = stratified_holdout(train_full.targets, val_fraction, split_seed)
+    labels, noise = noisy_labels(train_full.targets, len(train_full.classes), label_noise)
+    if noise is not None:  # both views of train/ (augmented, plain) get the same labels
+        for view in (train_full, train_eval):
+            view.targets = labels.tolist()
+            view.samples = view.imgs = [(path, label) for (path, _), label
+                                        in zip(view.samples, view.targets)]
     return DataBundle(
         train=Subset(train_full, keep.tolist()), val=Subset(train_eval, held.tolist()),
         test=_test_set(root_path / test_split, train_full.class_to_idx, test_tf),
         num_classes=len(train_full.classes), in_channels=3, image_size=(image_size, image_size),
-        mean=tuple(mean), std=tuple(std),
+        mean=tuple(mean), std=tuple(std), label_noise=noise,
     )

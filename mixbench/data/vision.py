@@ -12,15 +12,21 @@ import numpy as np
 import torch
 
 from mixbench.data.bundle import Augment, DataBundle, Split, stratified_holdout
+from mixbench.data.label_noise import noisy_labels
 from mixbench.registry import DATASETS
 from mixbench.errors import ConfigError, DatasetError, DatasetNotFoundError
 
 
-def _holdout_val(train: Split, val_size: int, split_seed: int) -> tuple[Split, Split]:
+def _holdout_val(train: Split, val_size: int, split_seed: int, num_classes: int,
+                 label_noise: dict | None) -> tuple[Split, Split, dict | None]:
+    """(train, val, label-noise record): val held out from train, stratified on the clean
+    labels (the same images for every noise level); the noise covers both parts."""
     if not 0 < val_size < len(train):
         raise ConfigError(f"dataset.val_size must be in (0, {len(train)}), got {val_size}")
     keep, held = stratified_holdout(train.y.numpy(), val_size, split_seed)
-    return train.subset(keep), train.subset(held)
+    labels, record = noisy_labels(train.y, num_classes, label_noise)
+    pool = Split(train.x, labels)
+    return pool.subset(keep), pool.subset(held), record
 
 
 # --- Fashion-MNIST -----------------------------------------------------------------------
@@ -60,7 +66,8 @@ def _find_idx(root: Path, stem: str) -> Path:
 
 @DATASETS.register("fashion_mnist")
 def build_fashion_mnist(*, root: str | None = None, val_size: int = 5000, split_seed: int = 0,
-                        crop_padding: int = 2, hflip: bool = True) -> DataBundle:
+                        crop_padding: int = 2, hflip: bool = True,
+                        label_noise: dict | None = None) -> DataBundle:
     """70k grey 28×28 images of clothing, 10 classes; ``val_size`` held out from train."""
     root_path = Path(root or FASHION_MNIST_DEFAULT_ROOT).expanduser()
     splits = {}
@@ -68,10 +75,10 @@ def build_fashion_mnist(*, root: str | None = None, val_size: int = 5000, split_
         x = read_idx(_find_idx(root_path, images))[:, None]  # N×1×28×28
         y = read_idx(_find_idx(root_path, labels)).long()
         splits[which] = Split(x, y)
-    train, val = _holdout_val(splits["train"], val_size, split_seed)
+    train, val, noise = _holdout_val(splits["train"], val_size, split_seed, 10, label_noise)
     return DataBundle(train=train, val=val, test=splits["test"], num_classes=10, in_channels=1,
                       image_size=(28, 28), mean=(0.2860,), std=(0.3530,),
-                      augment=Augment(crop_padding=crop_padding, hflip=hflip))
+                      augment=Augment(crop_padding=crop_padding, hflip=hflip), label_noise=noise)
 
 
 # --- CIFAR-10 / CIFAR-100 (the "python version" pickles) -----------------------------------
@@ -99,7 +106,7 @@ def _read_cifar_batches(folder: Path, files: list[str], label_key: str) -> Split
 
 
 def _build_cifar(variant: str, root: str, download: bool, val_size: int, split_seed: int,
-                 crop_padding: int, hflip: bool) -> DataBundle:
+                 crop_padding: int, hflip: bool, label_noise: dict | None) -> DataBundle:
     spec = _CIFAR[variant]
     root_path = Path(root).expanduser()
     folder = root_path / spec["folder"]
@@ -115,19 +122,23 @@ def _build_cifar(variant: str, root: str, download: bool, val_size: int, split_s
         cls(str(root_path), train=True, download=True)
     train = _read_cifar_batches(folder, spec["train"], spec["label_key"])
     test = _read_cifar_batches(folder, spec["test"], spec["label_key"])
-    train, val = _holdout_val(train, val_size, split_seed)
+    train, val, noise = _holdout_val(train, val_size, split_seed, spec["classes"], label_noise)
     return DataBundle(train=train, val=val, test=test, num_classes=spec["classes"],
                       in_channels=3, image_size=(32, 32), mean=spec["mean"], std=spec["std"],
-                      augment=Augment(crop_padding=crop_padding, hflip=hflip))
+                      augment=Augment(crop_padding=crop_padding, hflip=hflip), label_noise=noise)
 
 
 @DATASETS.register("cifar10")
 def build_cifar10(*, root: str = "data", download: bool = False, val_size: int = 5000,
-                  split_seed: int = 0, crop_padding: int = 4, hflip: bool = True) -> DataBundle:
-    return _build_cifar("cifar10", root, download, val_size, split_seed, crop_padding, hflip)
+                  split_seed: int = 0, crop_padding: int = 4, hflip: bool = True,
+                  label_noise: dict | None = None) -> DataBundle:
+    return _build_cifar("cifar10", root, download, val_size, split_seed, crop_padding, hflip,
+                        label_noise)
 
 
 @DATASETS.register("cifar100")
 def build_cifar100(*, root: str = "data", download: bool = False, val_size: int = 5000,
-                   split_seed: int = 0, crop_padding: int = 4, hflip: bool = True) -> DataBundle:
-    return _build_cifar("cifar100", root, download, val_size, split_seed, crop_padding, hflip)
+                   split_seed: int = 0, crop_padding: int = 4, hflip: bool = True,
+                   label_noise: dict | None = None) -> DataBundle:
+    return _build_cifar("cifar100", root, download, val_size, split_seed, crop_padding, hflip,
+                        label_noise)

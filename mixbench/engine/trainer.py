@@ -22,6 +22,7 @@ from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
 from mixbench.data import DataBundle, make_loader
+from mixbench.data.label_noise import LABEL_NOISE_NAME
 from mixbench.engine.checkpoint import (CHECKPOINT_NAME, load_checkpoint, restore_model,
                                         save_checkpoint)
 from mixbench.engine.distributed import (SINGLE, DistInfo, broadcast_run_dir,
@@ -344,6 +345,8 @@ def _train_locked(cfg: DictConfig, run_dir: Path, info: DistInfo) -> dict:
                                "git_sha": git_sha(), "status": "running"}
     if main:
         write_json_atomic(run_dir / RESULTS_NAME, results)
+        if data.label_noise is not None:  # the training labels dataset.label_noise changed
+            write_json_atomic(run_dir / LABEL_NOISE_NAME, data.label_noise)
     logger = LOGGERS.build(cfg.logger, run_dir=run_dir, config=config) if main else NullLogger()
     log.info("run %s: %s on %s, method %s, %d epochs on %s%s", run_dir, cfg.backbone.name,
              cfg.dataset.name, parts.method, t.epochs, device,

@@ -1,4 +1,5 @@
-"""Evaluation: calibration metrics, temperature scaling, reliability diagrams, regression."""
+"""Evaluation: calibration metrics, temperature scaling, reliability diagrams, regression;
+last-layer geometry (neural collapse) in ``mixbench.eval.geometry``."""
 from mixbench.eval.calibration import calibration_metrics, reliability_bins
 from mixbench.eval.evaluate import evaluate_model, evaluate_regression, predict
 from mixbench.eval.regression import regression_metrics

@@ -62,3 +62,10 @@ class MeanSquaredError(nn.Module):
 @LOSSES.register("mse")
 def mse() -> MeanSquaredError:
     return MeanSquaredError()
+
+
+# Registered after the classes above (bce, focal, decoupled): calibration.py imports nothing
+# from here, so there is no cycle.
+from mixbench.losses import calibration  # noqa: E402,F401  (registration)
+from mixbench.losses.calibration import (BinaryCrossEntropy, DecoupledMixupLoss,  # noqa: E402
+                                         FocalLoss)

@@ -1,7 +1,8 @@
 """The shape every backbone shares: stem → stages → pooled features → linear head.
 
-``forward_features`` returns pooled B×D features; ``head`` is the classifier. Exposing the
-stages lets representation-level methods (manifold mixup) mix hidden states between them."""
+``forward_features`` (alias ``features``) returns pooled B×D features; ``head`` is the final
+linear classifier. Exposing the stages lets representation-level methods (manifold mixup) mix
+hidden states between them."""
 from __future__ import annotations
 
 import torch

@@ -47,6 +47,10 @@ CLASSIFICATION_COLUMNS = [
     Column("aece", "aECE %", 100, False, 2),
     Column("mce", "MCE %", 100, False, 2),
     Column("ts_ece", "ECE after TS %", 100, False, 2),
+    # the rest of the temperature-scaling study's numbers (experiment=ts_limits)
+    Column("ts_nll", "NLL after TS", 1, False, 3),
+    Column("ts_aece", "aECE after TS %", 100, False, 2),
+    Column("ts_mce", "MCE after TS %", 100, False, 2),
     Column("temperature", "T", 1, None, 2),
     Column("train_s", "train s", 1, None, 1),
     Column("samples_per_s", "samples/s", 1, None, 0),
@@ -102,6 +106,8 @@ def _row(path: Path, results: dict) -> dict:
         "method": (cfg.get("method") or {}).get("name", "erm"),
         "loss": (cfg.get("loss") or {}).get("name"),
         "epochs": (cfg.get("trainer") or {}).get("epochs"),
+        # dataset.label_noise.p, for --group-by ...,label_noise (the temperature-scaling study)
+        "label_noise": ((cfg["dataset"].get("label_noise") or {}).get("p") or 0.0),
         "seed": results.get("seed"),
         "status": results.get("status", "unknown"),
         **test,

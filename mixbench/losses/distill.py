@@ -1,0 +1,22 @@
+"""Knowledge-distillation term used by MIX-KD."""
+from __future__ import annotations
+
+import torch
+
+
+def standardize_logits(logits: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Divide each row by its standard deviation over classes (MIX-KD's logit standardisation),
+    so teacher and student are compared at the same scale."""
+    return logits / logits.std(dim=-1, keepdim=True).clamp(min=eps)
+
+
+def distillation_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                    temperature: float, standardize: bool = True) -> torch.Tensor:
+    """T²·KL(softmax(t/T) ‖ softmax(s/T)), averaged over the batch (Hinton et al.)."""
+    student, teacher = student_logits.float(), teacher_logits.float()
+    if standardize:
+        student, teacher = standardize_logits(student), standardize_logits(teacher)
+    log_p_student = torch.log_softmax(student / temperature, dim=-1)
+    log_p_teacher = torch.log_softmax(teacher / temperature, dim=-1)
+    kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=-1).mean()
+    return kl * temperature ** 2
