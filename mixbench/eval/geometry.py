@@ -119,9 +119,9 @@ def extract(model, loader, device, lam: float, generator: torch.Generator):
 
 
 def geometry_report(model, loader, device, *, lam: float = 0.5, seed: int = 0) -> dict:
-    if not hasattr(model, "features") or not hasattr(model, "head"):
-        raise ValueError(f"{type(model).__name__} has no forward_features()/head: geometry needs a "
-                         f"mixbench backbone")
+    if not hasattr(model, "forward_features") or not hasattr(model, "head"):
+        raise ValueError(f"{type(model).__name__} has no forward_features()/head: geometry "
+                         f"needs a mixbench backbone")
     feats, labels, mixed, class_a, class_b = extract(
         model, loader, device, lam, torch.Generator().manual_seed(seed))
     weight = model.head.weight.detach().double().cpu()
