@@ -12,7 +12,6 @@ weights). Run it on an idle machine for numbers worth quoting."""
 from __future__ import annotations
 
 import argparse
-import ctypes
 import statistics
 import sys
 import tempfile
@@ -21,20 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import quiet_malloc  # noqa: E402
+
 # TransMix needs a ViT backbone, so it is not timed here.
 METHODS_TIMED = ["erm", "mixup", "cutmix", "manifoldmix", "regmixup", "snapmix", "puzzlemix",
                  "attentivemix", "alignmix"]
-
-
-def _quiet_malloc() -> None:
-    """Keep glibc from returning fresh buffers to the OS on every call (page faults would
-    otherwise dominate CPU timings)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD
-    except OSError:
-        pass
 
 
 def build_methods(names, backbone_cfg, num_classes, in_channels, folder: Path):
@@ -62,7 +52,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--methods", nargs="+", default=METHODS_TIMED)
     args = parser.parse_args()
-    _quiet_malloc()
+    quiet_malloc()
     import torch
 
     from mixbench.losses import SoftTargetCrossEntropy
