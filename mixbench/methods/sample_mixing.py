@@ -9,6 +9,8 @@ A mixer implements ``mix_inputs(x, perm, lam) -> (mixed_x, lam_used)``; ``Sample
 the rest (validation, ``prob``, ``mix_until``, ``label_lam``, the targets)."""
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from mixbench.errors import ConfigError
@@ -64,6 +66,16 @@ class SampleMixer(Method):
     (no mixing once that fraction of training is done)."""
 
     needs_images = True  # mixers that cut or mask pixels need B×C×H×W batches
+
+    def __init_subclass__(cls, **kwargs):
+        # A subclass's __init__ takes its own options and passes ``**common`` on. Give the
+        # class the full signature, so that the registry checks and lists every option.
+        super().__init_subclass__(**kwargs)
+        own = [p for name, p in inspect.signature(cls.__init__).parameters.items()
+               if name != "self" and p.kind != p.VAR_KEYWORD]
+        common = [p for name, p in inspect.signature(SampleMixer.__init__).parameters.items()
+                  if name != "self" and name not in {q.name for q in own}]
+        cls.__signature__ = inspect.Signature(own + common)
 
     def __init__(self, *, num_classes: int, alpha: float = 1.0, prob: float = 1.0,
                  lam_mode: str = "batch", label_lam: str = "same", mix_until: float = 1.0):
