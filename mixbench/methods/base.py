@@ -68,7 +68,10 @@ class Method:
         regression targets B×D as they are (mixing treats both alike)."""
         if labels.is_floating_point():
             return labels.to(dtype).view(len(labels), -1)
-        return nn.functional.one_hot(labels, self.num_classes).to(dtype)
+        # scatter rather than one_hot: one_hot checks the labels' range on the host, a device
+        # sync on every step (scatter_ still rejects an out-of-range label on the CPU)
+        return torch.zeros(len(labels), self.num_classes, dtype=dtype,
+                           device=labels.device).scatter_(1, labels.view(-1, 1), 1.0)
 
     def mix_batch(self, x: torch.Tensor, y: torch.Tensor) -> MixResult:
         check_batch(x, y, self.num_classes)

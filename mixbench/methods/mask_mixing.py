@@ -167,10 +167,13 @@ class ResizeMix(SampleMixer):
                    // box_h.clamp_min(1)[:, None]).clamp_max(h - 1)
         src_col = ((torch.arange(w, device=x.device) - left[:, None]).clamp(0, w - 1) * w
                    // box_w.clamp_min(1)[:, None]).clamp_max(w - 1)
-        index = (src_row[:, :, None] * w + src_col[:, None, :]).view(b, 1, -1)
-        partner = x[perm].view(b, x.shape[1], -1)
-        resized = partner.gather(2, index.expand_as(partner)).view_as(x)
-        mixed = torch.where(pasted[:, None], resized, x)
+        # Rows of the partners, as whole rows of W (cheap), then columns within each row.
+        channels = torch.arange(x.shape[1], device=x.device)[None, :, None]
+        row_index = (perm[:, None, None] * x.shape[1] + channels) * h + src_row[:, None, :]
+        rows = x.reshape(-1, w).index_select(0, row_index.view(-1)).view_as(x)
+        resized = rows.gather(3, src_col[:, None, None, :].expand_as(x))
+        # lerp with a 0/1 weight, not torch.where: several times faster on the CPU
+        mixed = resized.lerp_(x, (~pasted)[:, None].to(x.dtype))
         return mixed, 1.0 - (box_h * box_w).float() / (h * w)
 
 

@@ -139,14 +139,15 @@ class SampleMixer(Method):
 def mix_targets(y: torch.Tensor, perm: torch.Tensor, lam: Lam) -> torch.Tensor:
     """λ·y + (1-λ)·y[perm], with λ a float or a B-vector."""
     weight = lam if isinstance(lam, float) else lam.to(y.device, y.dtype)[:, None]
-    return torch.lerp(y[perm], y, weight)
+    return y.index_select(0, perm).lerp_(y, weight)
 
 
 def blend(x: torch.Tensor, perm: torch.Tensor, weight: float | torch.Tensor) -> torch.Tensor:
     """weight·x + (1-weight)·x[perm] with ``weight`` a float or a tensor broadcasting to x.
     Weight 1 keeps x's value exactly, 0 takes the partner's exactly (torch.lerp). The only new
-    buffer is the partner batch, blended in place."""
-    return x[perm].lerp_(x, weight)
+    buffer is the partner batch, blended in place. (index_select copies whole rows: several
+    times faster on the CPU than x[perm]'s element-wise gather.)"""
+    return x.index_select(0, perm).lerp_(x, weight)
 
 
 def per_sample(lam: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -205,7 +206,7 @@ def cutmix_inputs(x: torch.Tensor, perm: torch.Tensor, lam: Lam) -> tuple[torch.
     if isinstance(lam, float):  # one box: copy only the box from the partners
         top, bottom, left, right = (int(v) for v in box_bounds(torch.tensor(lam), h, w))
         mixed = x.clone()
-        mixed[:, :, top:bottom, left:right] = x[perm, :, top:bottom, left:right]
+        mixed[:, :, top:bottom, left:right] = x[:, :, top:bottom, left:right].index_select(0, perm)
         return mixed, 1.0 - (bottom - top) * (right - left) / (h * w)
     keep, lam_used = cutmix_keep_mask(lam, h, w)
     return blend(x, perm, keep[:, None].to(x.dtype)), lam_used
