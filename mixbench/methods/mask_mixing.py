@@ -153,8 +153,8 @@ class ResizeMix(SampleMixer):
             rows = torch.arange(box_h, device=x.device) * h // max(box_h, 1)
             cols = torch.arange(box_w, device=x.device) * w // max(box_w, 1)
             mixed = x.clone()
-            mixed[:, :, top:top + box_h, left:left + box_w] = \
-                x[perm[:, None, None], :, rows[:, None], cols].permute(0, 3, 1, 2)
+            shrunk = x.index_select(2, rows).index_select(3, cols).index_select(0, perm)
+            mixed[:, :, top:top + box_h, left:left + box_w] = shrunk
             return mixed, 1.0 - box_h * box_w / (h * w)
         tau = torch.where(lam < 1.0, low + (high - low) * lam, 0.0)
         box_h, box_w = (tau * h).long(), (tau * w).long()

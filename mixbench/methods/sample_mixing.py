@@ -168,13 +168,15 @@ def box_bounds(lam: torch.Tensor, height: int, width: int, centre=None,
     into it so the area is exactly the drawn one. (top, bottom, left, right) as int64 tensors
     shaped like ``lam`` (or the centres), on their device."""
     half_h, half_w = box_halves(lam, height, width)
+    if lam.dim() == 0:  # one size for the batch (a host λ): ints broadcast on any device
+        half_h, half_w = int(half_h), int(half_w)
     if centre is None:
         centre = (torch.randint(0, height, lam.shape, device=lam.device),
                   torch.randint(0, width, lam.shape, device=lam.device))
     cy, cx = centre
     if keep_inside:
-        top = torch.minimum((cy - half_h).clamp_min(0), height - 2 * half_h)
-        left = torch.minimum((cx - half_w).clamp_min(0), width - 2 * half_w)
+        top = (cy - half_h).clamp_min(0).clamp_max(height - 2 * half_h)
+        left = (cx - half_w).clamp_min(0).clamp_max(width - 2 * half_w)
         return top, top + 2 * half_h, left, left + 2 * half_w
     top, bottom = (cy - half_h).clamp(0, height), (cy + half_h).clamp(0, height)
     left, right = (cx - half_w).clamp(0, width), (cx + half_w).clamp(0, width)
