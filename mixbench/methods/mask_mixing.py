@@ -18,6 +18,15 @@ from mixbench.methods.sample_mixing import (SampleMixer, blend, box_bounds, box_
 from mixbench.registry import METHODS
 
 
+def host_to(tensor: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A small host tensor on x's device and dtype without waiting for the device: a copy
+    from pageable memory would synchronise, one from pinned memory is queued."""
+    tensor = tensor.to(x.dtype)
+    if x.device.type != "cuda":
+        return tensor.to(x.device)
+    return tensor.pin_memory().to(x.device, non_blocking=True)
+
+
 class MaskMixer(SampleMixer):
     """A mixer defined by ``make_mask(lam, height, width) -> n×H×W`` weights of x for an
     n-vector of λ (n = 1 per batch, B per sample), on λ's device."""
@@ -29,7 +38,7 @@ class MaskMixer(SampleMixer):
         h, w = x.shape[-2:]
         if isinstance(lam, float):
             mask = self.make_mask(torch.tensor([lam]), h, w)[0]
-            return blend(x, perm, mask.to(x.device, x.dtype)), mask.mean().item()
+            return blend(x, perm, host_to(mask, x)), mask.mean().item()
         mask = self.make_mask(lam, h, w)
         return blend(x, perm, mask[:, None].to(x.dtype)), mask.mean((1, 2))
 
