@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from mixbench.errors import ConfigError
-from mixbench.methods.sample_mixing import (SampleMixer, blend, box_bounds, box_halves,
-                                            box_mask)
+from mixbench.methods.sample_mixing import (SampleMixer, blend, box_area_lam, box_bounds,
+                                            box_halves, box_keep_weight)
 from mixbench.registry import METHODS
 
 
@@ -164,12 +164,12 @@ class ResizeMix(SampleMixer):
             mixed = x.clone()
             shrunk = x.index_select(2, rows).index_select(3, cols).index_select(0, perm)
             mixed[:, :, top:top + box_h, left:left + box_w] = shrunk
-            return mixed, 1.0 - box_h * box_w / (h * w)
+            return mixed, box_area_lam(top, top + box_h, left, left + box_w, h, w)
         tau = torch.where(lam < 1.0, low + (high - low) * lam, 0.0)
         box_h, box_w = (tau * h).long(), (tau * w).long()
         top = (torch.rand(b, device=x.device) * (h - box_h + 1)).long()
         left = (torch.rand(b, device=x.device) * (w - box_w + 1)).long()
-        pasted = box_mask(top, top + box_h, left, left + box_w, h, w)
+        keep = box_keep_weight(top, top + box_h, left, left + box_w, h, w, x.dtype)
         # Source pixel of each pasted pixel in the partner (nearest neighbour); clamped so
         # that pixels outside the box index something valid (they are not used).
         src_row = ((torch.arange(h, device=x.device) - top[:, None]).clamp(0, h - 1) * h
@@ -182,8 +182,8 @@ class ResizeMix(SampleMixer):
         rows = x.reshape(-1, w).index_select(0, row_index.view(-1)).view_as(x)
         resized = rows.gather(3, src_col[:, None, None, :].expand_as(x))
         # lerp with a 0/1 weight, not torch.where: several times faster on the CPU
-        mixed = resized.lerp_(x, (~pasted)[:, None].to(x.dtype))
-        return mixed, 1.0 - (box_h * box_w).float() / (h * w)
+        mixed = resized.lerp_(x, keep[:, None])
+        return mixed, box_area_lam(top, top + box_h, left, left + box_w, h, w)
 
 
 def separable_blur(images: torch.Tensor, taps: list[float]) -> torch.Tensor:
@@ -241,13 +241,11 @@ class SaliencyMix(SampleMixer):
         h, w = x.shape[-2:]
         rows, cols = saliency_peaks(x)
         centre = rows[perm], cols[perm]  # the partner's peak
-        # One box size per batch (a 0-dim host λ broadcasts against the centres) or per sample.
-        lam_t = torch.tensor(lam) if isinstance(lam, float) else lam
-        top, bottom, left, right = box_bounds(lam_t, h, w, centre=centre, keep_inside=True)
-        keep = ~box_mask(top, bottom, left, right, h, w)
-        if isinstance(lam, float):  # the area is known on the host: no device sync
-            half_h, half_w = (int(v) for v in box_halves(lam_t, h, w))
+        box = box_bounds(lam, h, w, centre=centre, keep_inside=True)
+        keep = box_keep_weight(*box, h, w, x.dtype)
+        if isinstance(lam, float):  # every box has the drawn size: λ is known on the host
+            half_h, half_w = box_halves(lam, h, w)
             lam_used = 1.0 - 4 * half_h * half_w / (h * w)
         else:
-            lam_used = 1.0 - ((bottom - top) * (right - left)).float() / (h * w)
-        return blend(x, perm, keep[:, None].to(x.dtype)), lam_used
+            lam_used = box_area_lam(*box, h, w)
+        return blend(x, perm, keep[:, None]), lam_used

@@ -10,6 +10,7 @@ the rest (validation, ``prob``, ``mix_until``, ``label_lam``, the targets)."""
 from __future__ import annotations
 
 import inspect
+import math
 
 import torch
 
@@ -155,63 +156,84 @@ def per_sample(lam: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return lam.to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
 
 
-def box_halves(lam: torch.Tensor, height: int, width: int):
-    """Half height and width of CutMix boxes of area ratio 1-λ (the box is twice that)."""
+def box_halves(lam: Lam, height: int, width: int):
+    """Half height and width of CutMix boxes of area ratio 1-λ (the box is twice that):
+    Python ints for a float λ (one box for the batch), else int64 tensors like λ."""
+    if isinstance(lam, float):
+        cut = math.sqrt(1.0 - lam)
+        return int(cut * height) // 2, int(cut * width) // 2
     cut = torch.sqrt(1.0 - lam)
     return (cut * height).long() // 2, (cut * width).long() // 2
 
 
-def box_bounds(lam: torch.Tensor, height: int, width: int, centre=None,
-               keep_inside: bool = False):
+def clip(value, low, high):
+    """``value`` limited to [low, high]; ints or tensors (a tensor bound is per sample)."""
+    if isinstance(value, torch.Tensor):
+        return value.clamp_min(low).clamp_max(high)
+    return min(max(value, low), high)
+
+
+def box_bounds(lam: Lam, height: int, width: int, centre=None, keep_inside: bool = False):
     """CutMix boxes with area ratio 1-λ centred at ``centre`` = (rows, cols), by default
     uniform random pixels. Clipped to the image (CutMix), or with ``keep_inside`` moved whole
-    into it so the area is exactly the drawn one. (top, bottom, left, right) as int64 tensors
-    shaped like ``lam`` (or the centres), on their device."""
+    into it so the area is exactly the drawn one. (top, bottom, left, right): Python ints for
+    a float λ and no centres (one box, a few host operations), else int64 tensors."""
     half_h, half_w = box_halves(lam, height, width)
-    if lam.dim() == 0:  # one size for the batch (a host λ): ints broadcast on any device
-        half_h, half_w = int(half_h), int(half_w)
     if centre is None:
-        centre = (torch.randint(0, height, lam.shape, device=lam.device),
-                  torch.randint(0, width, lam.shape, device=lam.device))
-    cy, cx = centre
+        if isinstance(lam, float):  # one draw for both coordinates
+            cy, cx = divmod(int(torch.randint(0, height * width, ())), width)
+        else:
+            cy = torch.randint(0, height, lam.shape, device=lam.device)
+            cx = torch.randint(0, width, lam.shape, device=lam.device)
+    else:
+        cy, cx = centre
     if keep_inside:
-        top = (cy - half_h).clamp_min(0).clamp_max(height - 2 * half_h)
-        left = (cx - half_w).clamp_min(0).clamp_max(width - 2 * half_w)
+        top = clip(cy - half_h, 0, height - 2 * half_h)
+        left = clip(cx - half_w, 0, width - 2 * half_w)
         return top, top + 2 * half_h, left, left + 2 * half_w
-    top, bottom = (cy - half_h).clamp(0, height), (cy + half_h).clamp(0, height)
-    left, right = (cx - half_w).clamp(0, width), (cx + half_w).clamp(0, width)
-    return top, bottom, left, right
+    return (clip(cy - half_h, 0, height), clip(cy + half_h, 0, height),
+            clip(cx - half_w, 0, width), clip(cx + half_w, 0, width))
 
 
-def box_mask(top, bottom, left, right, height: int, width: int) -> torch.Tensor:
-    """B×H×W, True inside each sample's box [top, bottom) × [left, right)."""
+def box_keep_weight(top, bottom, left, right, height: int, width: int,
+                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """B×H×W weights of x: 0 inside each sample's box [top, bottom) × [left, right), 1
+    outside. An outer product of float row and column indicators: several times faster than
+    combining boolean masks."""
     rows = torch.arange(height, device=top.device)
     cols = torch.arange(width, device=top.device)
-    in_rows = (rows >= top[:, None]) & (rows < bottom[:, None])  # B×H
-    in_cols = (cols >= left[:, None]) & (cols < right[:, None])  # B×W
-    return in_rows[:, :, None] & in_cols[:, None, :]
+    in_rows = ((rows >= top[:, None]) & (rows < bottom[:, None])).to(dtype)  # B×H
+    in_cols = ((cols >= left[:, None]) & (cols < right[:, None])).to(dtype)  # B×W
+    return (in_rows[:, :, None] * in_cols[:, None, :]).neg_().add_(1.0)
+
+
+def box_area_lam(top, bottom, left, right, height: int, width: int) -> Lam:
+    """1 - box area / image area: the λ a pasted box leaves to x."""
+    area = (bottom - top) * (right - left)
+    if isinstance(area, torch.Tensor):
+        area = area.float()
+    return 1.0 - area / (height * width)
 
 
 def mixup_inputs(x: torch.Tensor, perm: torch.Tensor, lam: Lam) -> tuple[torch.Tensor, Lam]:
     return blend(x, perm, lam if isinstance(lam, float) else per_sample(lam, x)), lam
 
 
-def cutmix_keep_mask(lam: torch.Tensor, height: int, width: int):
+def cutmix_keep_weight(lam: torch.Tensor, height: int, width: int, dtype: torch.dtype):
     """Per sample: H×W weights of x (0 in a random box of area 1-λ, clipped) and the λ kept."""
-    top, bottom, left, right = box_bounds(lam, height, width)
-    keep = ~box_mask(top, bottom, left, right, height, width)
-    return keep, 1.0 - ((bottom - top) * (right - left)).float() / (height * width)
+    box = box_bounds(lam, height, width)
+    return box_keep_weight(*box, height, width, dtype), box_area_lam(*box, height, width)
 
 
 def cutmix_inputs(x: torch.Tensor, perm: torch.Tensor, lam: Lam) -> tuple[torch.Tensor, Lam]:
     h, w = x.shape[-2:]
     if isinstance(lam, float):  # one box: copy only the box from the partners
-        top, bottom, left, right = (int(v) for v in box_bounds(torch.tensor(lam), h, w))
+        top, bottom, left, right = box_bounds(lam, h, w)
         mixed = x.clone()
         mixed[:, :, top:bottom, left:right] = x[:, :, top:bottom, left:right].index_select(0, perm)
-        return mixed, 1.0 - (bottom - top) * (right - left) / (h * w)
-    keep, lam_used = cutmix_keep_mask(lam, h, w)
-    return blend(x, perm, keep[:, None].to(x.dtype)), lam_used
+        return mixed, box_area_lam(top, bottom, left, right, h, w)
+    keep, lam_used = cutmix_keep_weight(lam, h, w, x.dtype)
+    return blend(x, perm, keep[:, None]), lam_used
 
 
 @METHODS.register("mixup")
@@ -257,8 +279,8 @@ class MixupCutMix(SampleMixer):
         use_cutmix = (torch.rand(b, device=lam.device) < self.switch_prob) & (lam < 1.0)
         lam_cut = torch.where(use_cutmix, self._cutmix_beta.many(b, lam.device), 1.0)
         lam_mix = torch.where(use_cutmix, 1.0, lam)
-        keep, lam_kept = cutmix_keep_mask(lam_cut, h, w)
-        weight = keep[:, None].to(x.dtype) * per_sample(lam_mix, x)
+        keep, lam_kept = cutmix_keep_weight(lam_cut, h, w, x.dtype)
+        weight = keep[:, None] * per_sample(lam_mix, x)
         return blend(x, perm, weight), lam_kept * lam_mix
 
     def __repr__(self) -> str:
