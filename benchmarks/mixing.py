@@ -1,13 +1,16 @@
 """Time mixbench's input mixers against timm's and torchvision's on one batch.
 
     python benchmarks/mixing.py [--batch 256] [--classes 100] [--min-time 0.5] [--no-cuda]
+                                [--threads N] [--rounds R]
 
 Each mixer mixes a B×3×32×32 float batch with integer labels (one-hot targets included in
 every library's time, as each needs them), per-batch and per-sample λ. References: timm's
 ``timm.data.Mixup`` (mixup or cutmix alone, mode ``batch`` and ``elem``) and torchvision's
 ``transforms.v2.MixUp`` / ``v2.CutMix`` (per-batch λ only). Each library runs in a fresh
 process (numpy's spinning thread pool, which timm wakes, would slow later torch ops), on the
-CPU and, when there is one, on CUDA. Times are medians from ``torch.utils.benchmark``.
+CPU and, when there is one, on CUDA. Times are medians from ``torch.utils.benchmark``; with
+``--rounds R`` every process runs R times, in turn, and the table shows the median of rounds
+(a shared machine's load then hits every library alike).
 Every process raises glibc's malloc thresholds first (unless ``--plain-malloc``), so that a
 fresh batch-sized buffer is not a round trip to the OS; it applies to all libraries alike.
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -108,7 +112,7 @@ LIBRARIES = {"ours": time_ours, "timm": time_timm, "torchvision": time_torchvisi
 def run_child(args, library: str, device: str) -> dict[str, float]:
     command = [sys.executable, __file__, "--child", library, "--device", device,
                "--batch", str(args.batch), "--classes", str(args.classes),
-               "--min-time", str(args.min_time)]
+               "--min-time", str(args.min_time), "--threads", str(args.threads)]
     if args.plain_malloc:
         command.append("--plain-malloc")
     out = subprocess.run(command, capture_output=True, text=True)
@@ -117,6 +121,11 @@ def run_child(args, library: str, device: str) -> dict[str, float]:
               file=sys.stderr)
         return {}
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def median_of_rounds(rounds: list[dict[str, float]]) -> dict[str, float]:
+    keys = {key for times in rounds for key in times}
+    return {key: statistics.median(t[key] for t in rounds if key in t) for key in sorted(keys)}
 
 
 def fmt(value: float | None, digits: int = 3) -> str:
@@ -156,6 +165,10 @@ def main() -> None:
     parser.add_argument("--min-time", type=float, default=0.5,
                         help="seconds of timing per mixer (torch.utils.benchmark)")
     parser.add_argument("--no-cuda", action="store_true")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads per process (default: torch's choice)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every process this many times, in turn; report medians")
     parser.add_argument("--plain-malloc", action="store_true",
                         help="leave glibc's malloc thresholds alone")
     parser.add_argument("--child", choices=sorted(LIBRARIES), help=argparse.SUPPRESS)
@@ -163,20 +176,28 @@ def main() -> None:
     args = parser.parse_args()
     if not args.plain_malloc:
         quiet_malloc()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.threads = torch.get_num_threads()
     if args.child:
         print(json.dumps(LIBRARIES[args.child](args, args.device)))
         return
     import timm
-    import torch
     import torchvision
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and not args.no_cuda else [])
     print(f"batch {args.batch}×3×32×32 float32, {args.classes} classes; torch "
           f"{torch.__version__}, torchvision {torchvision.__version__}, timm {timm.__version__};"
-          f" {torch.get_num_threads()} CPU threads; malloc thresholds "
-          f"{'default' if args.plain_malloc else 'raised'}; medians of torch.utils.benchmark")
+          f" {args.threads} CPU threads; malloc thresholds "
+          f"{'default' if args.plain_malloc else 'raised'}; medians of torch.utils.benchmark"
+          f"{f', median of {args.rounds} rounds' if args.rounds > 1 else ''}")
     for device in devices:
-        times = {library: run_child(args, library, device) for library in LIBRARIES}
+        rounds = [{library: run_child(args, library, device) for library in LIBRARIES}
+                  for _ in range(args.rounds)]
+        times = {library: median_of_rounds([r[library] for r in rounds])
+                 for library in LIBRARIES}
         print_table(device, times["ours"], times["timm"], times["torchvision"])
 
 
