@@ -304,6 +304,19 @@ def test_fmix_keeps_round_lambda_pixels(mode, monkeypatch):
     assert torch.allclose(lam_vector(result.lam), expected)
 
 
+def test_keep_top_fraction_keeps_the_highest_pixels():
+    from mixbench.methods.mask_mixing import keep_top_fraction
+
+    scores, lam = torch.randn(64, 8, 10), torch.rand(64)
+    mask = keep_top_fraction(scores, lam).view(64, -1).bool()
+    assert torch.equal(mask.sum(1), torch.round(lam * 80).long())
+    flat = scores.view(64, -1)
+    lowest_kept = torch.where(mask, flat, torch.inf).amin(1)
+    highest_dropped = torch.where(~mask, flat, -torch.inf).amax(1)
+    one_level = (flat.amax(1) - flat.amin(1)) / 255  # ties only within one quantisation level
+    assert (highest_dropped - lowest_kept <= one_level + 1e-6).all()
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_resizemix_pastes_the_whole_partner_shrunk(mode):
     torch.manual_seed(17)

@@ -43,7 +43,8 @@ class MaskMixer(SampleMixer):
         return blend(x, perm, mask[:, None].to(x.dtype)), mask.mean((1, 2))
 
 
-def keep_top_fraction(scores: torch.Tensor, lam: torch.Tensor, levels: int = 256) -> torch.Tensor:
+def keep_top_fraction(scores: torch.Tensor, lam: torch.Tensor,
+                      levels: int = 256) -> torch.Tensor:
     """n×H×W scores → a 0/1 mask per row marking its round(λ·H·W) highest pixels, so that the
     mask mean is λ up to one pixel. Without a sort (the costly part for a mask per sample):
     scores are quantised to ``levels`` per row, whole levels are taken from the top, and the
@@ -53,8 +54,9 @@ def keep_top_fraction(scores: torch.Tensor, lam: torch.Tensor, levels: int = 256
     keep = torch.round(lam * (h * w)).long()[:, None]
     low, high = torch.aminmax(flat, dim=1, keepdim=True)
     level = ((flat - low) * ((levels - 1) / (high - low).clamp_min(1e-12))).long()
-    offsets = torch.arange(n, device=flat.device)[:, None] * levels
-    counts = torch.bincount((level + offsets).view(-1), minlength=n * levels).view(n, levels)
+    # a histogram per row (scatter_add: bincount would read its size back from the GPU)
+    counts = torch.zeros(n, levels, dtype=torch.long, device=flat.device).scatter_add_(
+        1, level, torch.ones((), dtype=torch.long, device=flat.device).expand_as(level))
     above = counts.flip(1).cumsum(1).flip(1) - counts  # pixels in strictly higher levels
     boundary = (above >= keep).sum(1, keepdim=True)  # the level where the count is reached
     from_boundary = keep - above.gather(1, boundary.clamp_max(levels - 1))
