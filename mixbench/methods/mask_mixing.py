@@ -137,6 +137,19 @@ class SmoothMix(MaskMixer):
         return 1.0 - partner
 
 
+def partner_pixels(x: torch.Tensor, perm: torch.Tensor, src_row: torch.Tensor,
+                   src_col: torch.Tensor) -> torch.Tensor:
+    """x[perm[b], :, src_row[b, r], src_col[b, q]] as B×C×R×Q, with ``src_row`` R or B×R and
+    ``src_col`` Q or B×Q. Whole rows by index_select (row copies), then columns by gather:
+    several times faster on the CPU than indexing along the last dimension directly."""
+    b, c, h, w = x.shape
+    src_row, src_col = src_row.expand(b, -1), src_col.expand(b, -1)
+    channels = torch.arange(c, device=x.device)[None, :, None]
+    row_index = (perm[:, None, None] * c + channels) * h + src_row[:, None, :]
+    rows = x.reshape(-1, w).index_select(0, row_index.reshape(-1)).view(b, c, -1, w)
+    return rows.gather(3, src_col[:, None, None, :].expand(b, c, rows.shape[2], -1))
+
+
 @METHODS.register("resizemix")
 class ResizeMix(SampleMixer):
     """ResizeMix (Qin et al., 2020): shrink the whole partner image to a box of side
@@ -164,8 +177,7 @@ class ResizeMix(SampleMixer):
             rows = torch.arange(box_h, device=x.device) * h // max(box_h, 1)
             cols = torch.arange(box_w, device=x.device) * w // max(box_w, 1)
             mixed = x.clone()
-            shrunk = x.index_select(2, rows).index_select(3, cols).index_select(0, perm)
-            mixed[:, :, top:top + box_h, left:left + box_w] = shrunk
+            mixed[:, :, top:top + box_h, left:left + box_w] = partner_pixels(x, perm, rows, cols)
             return mixed, box_area_lam(top, top + box_h, left, left + box_w, h, w)
         tau = torch.where(lam < 1.0, low + (high - low) * lam, 0.0)
         box_h, box_w = (tau * h).long(), (tau * w).long()
@@ -178,11 +190,7 @@ class ResizeMix(SampleMixer):
                    // box_h.clamp_min(1)[:, None]).clamp_max(h - 1)
         src_col = ((torch.arange(w, device=x.device) - left[:, None]).clamp(0, w - 1) * w
                    // box_w.clamp_min(1)[:, None]).clamp_max(w - 1)
-        # Rows of the partners, as whole rows of W (cheap), then columns within each row.
-        channels = torch.arange(x.shape[1], device=x.device)[None, :, None]
-        row_index = (perm[:, None, None] * x.shape[1] + channels) * h + src_row[:, None, :]
-        rows = x.reshape(-1, w).index_select(0, row_index.view(-1)).view_as(x)
-        resized = rows.gather(3, src_col[:, None, None, :].expand_as(x))
+        resized = partner_pixels(x, perm, src_row, src_col)
         # lerp with a 0/1 weight, not torch.where: several times faster on the CPU
         mixed = resized.lerp_(x, keep[:, None])
         return mixed, box_area_lam(top, top + box_h, left, left + box_w, h, w)
