@@ -7,6 +7,7 @@ fraction of each image kept from x. With ``lam_mode=batch`` one map serves the w
 ``lam_mode=sample`` every sample gets its own map, built on x's device."""
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -65,14 +66,21 @@ def keep_top_fraction(scores: torch.Tensor, lam: torch.Tensor,
     return mask.view(n, h, w).float()
 
 
+@functools.lru_cache(maxsize=16)
+def fourier_scale(height: int, width: int, decay_power: float, device) -> torch.Tensor:
+    """1/max(f, 1/max(H, W))^δ over the H×(W//2+1) frequencies of a real FFT (cached: the
+    same for every step; never modified)."""
+    fy = torch.fft.fftfreq(height, device=device)[:, None]
+    fx = torch.fft.rfftfreq(width, device=device)[None, :]
+    freq = torch.sqrt(fy * fy + fx * fx).clamp_min(1.0 / max(height, width))
+    return freq.pow(-decay_power)
+
+
 def low_frequency_noise(n: int, height: int, width: int, decay_power: float,
                         device) -> torch.Tensor:
     """n×H×W real images whose Fourier amplitudes fall as 1/f^δ (FMix's grey noise):
     complex Gaussian spectra scaled by 1/max(f, 1/max(H, W))^δ, then an inverse real FFT."""
-    fy = torch.fft.fftfreq(height, device=device)[:, None]
-    fx = torch.fft.rfftfreq(width, device=device)[None, :]
-    freq = torch.sqrt(fy * fy + fx * fx).clamp_min(1.0 / max(height, width))
-    scale = freq.pow(-decay_power)
+    scale = fourier_scale(height, width, decay_power, torch.device(device))
     spectrum = torch.randn(n, height, width // 2 + 1, 2, device=device)
     return torch.fft.irfft2(torch.view_as_complex(spectrum) * scale, s=(height, width))
 
