@@ -177,9 +177,10 @@ def main() -> None:
     sync = torch.cuda.synchronize if env["device"].type == "cuda" else (lambda: None)
     times = {"trainer": [], "plain": []}
     samples = {}
+    loops = [("trainer", lambda e: trainer_epoch(env, e)),
+             ("plain", lambda e: plain_epoch(env, e, alpha))]
     for epoch in range(args.epochs + 1):  # epoch 0 warms both up (and compiles)
-        for name, fn in (("trainer", lambda e: trainer_epoch(env, e)),
-                         ("plain", lambda e: plain_epoch(env, e, alpha))):
+        for name, fn in loops if epoch % 2 else loops[::-1]:  # who goes first alternates
             sync()
             start = time.perf_counter()
             samples[name] = fn(epoch)

@@ -21,7 +21,8 @@ def test_plus_method_appends_and_unknown_method_lists_options(tmp_path):
                    f"hydra.run.dir={tmp_path}")
     assert out.returncode == 0, out.stderr
     method = json.loads((tmp_path / "results.json").read_text())["config"]["method"]
-    assert method == {"name": "cutmix", "alpha": 0.2, "prob": 1.0, "lam_mode": "sample"}
+    assert method == {"name": "cutmix", "alpha": 0.2, "prob": 1.0, "lam_mode": "sample",
+                      "label_lam": "same", "mix_until": 1.0}
 
     bad = run_tool("tools/train.py", "+method=nosuch", f"hydra.run.dir={tmp_path / 'x'}")
     assert bad.returncode != 0

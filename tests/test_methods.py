@@ -10,7 +10,10 @@ from mixbench.losses import SoftTargetCrossEntropy
 from mixbench.registry import METHODS
 
 B, C, H, W = 16, 3, 8, 10
-MIXERS = ["mixup", "cutmix"]
+MIXERS = ["mixup", "cutmix", "mixup_cutmix", "fmix", "gridmix", "smoothmix", "resizemix",
+          "saliencymix"]
+# Mixers whose every pixel is either x's or the partner's (a binary mask or a pasted box).
+BINARY = ["cutmix", "fmix", "gridmix", "resizemix", "saliencymix"]
 MODES = ["batch", "sample"]
 
 
@@ -51,7 +54,8 @@ def test_targets_are_distributions_with_own_weight_lambda(name, mode):
     self_paired = partners(result.y) == torch.arange(B)
     own_weight = torch.where(self_paired, torch.ones(B), lam_vector(result.lam))
     assert torch.allclose(result.y.diagonal(), own_weight, atol=1e-6)
-    assert torch.equal(x, batch()[0]), "inputs must not be modified in place"
+    assert torch.equal(x, batch()[0]) and torch.equal(y, batch()[1]), \
+        "inputs must not be modified in place"
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -87,7 +91,7 @@ def test_cutmix_lambda_matches_pasted_area(mode):
 def test_prob_zero_returns_inputs_unchanged(name, mode):
     x, y = batch()
     result = build(name, prob=0.0, lam_mode=mode).mix_batch(x, y)
-    assert torch.equal(result.x, x) and torch.equal(result.y, y)
+    assert result.x is x and result.y is y
     assert torch.all(lam_vector(result.lam) == 1.0)
 
 
@@ -115,7 +119,10 @@ def test_same_seed_same_mix(name, mode):
                                        ({"alpha": -1.0}, "method.alpha"),
                                        ({"prob": 1.5}, "method.prob"),
                                        ({"prob": -0.1}, "method.prob"),
-                                       ({"lam_mode": "pixel"}, "method.lam_mode")])
+                                       ({"lam_mode": "pixel"}, "method.lam_mode"),
+                                       ({"label_lam": "both"}, "method.label_lam"),
+                                       ({"mix_until": 0.0}, "method.mix_until"),
+                                       ({"mix_until": 1.5}, "method.mix_until")])
 @pytest.mark.parametrize("name", MIXERS)
 def test_invalid_values_are_rejected_naming_the_key(name, bad, match):
     with pytest.raises(ConfigError, match=match):
@@ -129,9 +136,10 @@ def test_wrong_target_shape_is_explained(name):
         build(name).mix(x, torch.arange(B))
 
 
-def test_cutmix_needs_images():
+@pytest.mark.parametrize("name", [m for m in MIXERS if m != "mixup"])
+def test_image_mixers_need_images(name):
     with pytest.raises(ValueError, match="B×C×H×W"):
-        build("cutmix").mix(torch.randn(B, 5), torch.eye(B))
+        build(name).mix(torch.randn(B, 5), torch.eye(B))
 
 
 def test_erm_step_is_plain_cross_entropy():
@@ -149,3 +157,236 @@ def test_label_smoothing_matches_torch():
     ours = SoftTargetCrossEntropy(0.1)(logits, labels)
     assert torch.allclose(ours, torch.nn.functional.cross_entropy(logits, labels,
                                                                   label_smoothing=0.1))
+
+
+# --- every mixer: λ is what was kept, the common options -----------------------------------
+
+def kept_weight(result, x):
+    """Per pixel, the weight w of x in x̃ = w·x + (1-w)·x[partner] (images are constants, so
+    w is recoverable wherever the partner differs), and the partner of each sample."""
+    j = partners(result.y)
+    partner = x[j]
+    diff = x - partner
+    return (result.x - partner) / torch.where(diff != 0, diff, 1.0), j
+
+
+@pytest.mark.parametrize("name", MIXERS)
+@pytest.mark.parametrize("mode", MODES)
+def test_lambda_is_the_fraction_of_each_image_kept(name, mode):
+    torch.manual_seed(11)
+    checked = 0
+    for _ in range(10):
+        x, y = batch()
+        result = build(name, alpha=1.0, lam_mode=mode).mix_batch(x, y)
+        weight, j = kept_weight(result, x)
+        mixed_pairs = j != torch.arange(B)
+        checked += int(mixed_pairs.any())  # a box may be clipped away: then nothing is mixed
+        lam = lam_vector(result.lam)
+        assert torch.allclose(weight.mean((1, 2, 3))[mixed_pairs], lam[mixed_pairs], atol=1e-5)
+        assert (weight > -1e-5).all() and (weight < 1 + 1e-5).all()
+        if name in BINARY:  # each pixel is x's or the partner's, bit for bit
+            assert ((result.x == x) | (result.x == x[j])).all()
+        if mode == "batch":
+            assert isinstance(result.lam, float)
+    assert checked >= 5
+
+
+@pytest.mark.parametrize("name", MIXERS)
+@pytest.mark.parametrize("mode", MODES)
+def test_independent_label_lambda(name, mode):
+    torch.manual_seed(12)
+    x, y = batch()
+    result = build(name, alpha=1.0, lam_mode=mode, label_lam="independent").mix_batch(x, y)
+    lam, label_lam = lam_vector(result.lam), lam_vector(result.label_lam)
+    assert not torch.allclose(lam, label_lam)
+    assert torch.allclose(result.y.sum(1), torch.ones(B)) and (result.y >= 0).all()
+    self_paired = partners(result.y) == torch.arange(B)
+    own = torch.where(self_paired, torch.ones(B), label_lam)
+    assert torch.allclose(result.y.diagonal(), own, atol=1e-6)  # targets follow λ'
+    weight, j = kept_weight(result, x)  # inputs still follow λ
+    assert torch.allclose(weight.mean((1, 2, 3))[j != torch.arange(B)],
+                          lam[j != torch.arange(B)], atol=1e-5)
+
+
+def test_independent_label_lambda_is_one_where_not_mixed():
+    torch.manual_seed(13)
+    x, y = batch()
+    result = build("mixup", lam_mode="sample", prob=0.5, label_lam="independent").mix_batch(x, y)
+    unmixed = result.lam == 1.0
+    assert unmixed.any() and (result.label_lam[unmixed] == 1.0).all()
+    assert (result.label_lam[~unmixed] < 1.0).all()
+
+
+@pytest.mark.parametrize("name", MIXERS)
+def test_mix_until_stops_mixing_after_that_fraction(name):
+    x, y = batch()
+    mixer = build(name, mix_until=0.5)
+    mixer.start_epoch(4, 10)  # 40% done: still mixing
+    assert not torch.equal(mixer.mix_batch(x, y).y, y)
+    mixer.start_epoch(5, 10)  # 50% done: stopped
+    result = mixer.mix_batch(x, y)
+    assert result.x is x and result.y is y and result.lam == 1.0
+
+
+@pytest.mark.parametrize("name,bad,match", [
+    ("mixup_cutmix", {"switch_prob": 1.5}, "method.switch_prob"),
+    ("mixup_cutmix", {"cutmix_alpha": 0.0}, "method.cutmix_alpha"),
+    ("fmix", {"decay_power": 0.0}, "method.decay_power"),
+    ("gridmix", {"n_holes": [4, 2]}, "method.n_holes"),
+    ("gridmix", {"n_holes": [0, 2]}, "method.n_holes"),
+    ("resizemix", {"scope": [0.5, 1.2]}, "method.scope"),
+    ("resizemix", {"scope": [0.8, 0.1]}, "method.scope"),
+    ("resizemix", {"nosuch": 1}, "nosuch")])
+def test_method_specific_values_are_checked(name, bad, match):
+    with pytest.raises(ConfigError, match=match):
+        build(name, **bad)
+
+
+def test_beta_sampler_has_the_beta_moments():
+    from mixbench.methods.sample_mixing import BetaSampler
+
+    for alpha in (0.2, 1.0, 2.0):
+        lam = BetaSampler(alpha).many(40000)
+        assert lam.dtype == torch.float32 and ((lam >= 0) & (lam <= 1)).all()
+        assert abs(lam.mean().item() - 0.5) < 0.01
+        assert abs(lam.var().item() - 1 / (4 * (2 * alpha + 1))) < 0.01
+        assert 0.0 <= BetaSampler(alpha).one() <= 1.0
+
+
+# --- what is specific to each mixer --------------------------------------------------------
+
+@pytest.mark.parametrize("switch_prob,cut", [(0.0, False), (1.0, True)])
+def test_mixup_cutmix_switches(switch_prob, cut):
+    torch.manual_seed(14)
+    x, y = batch()
+    result = build("mixup_cutmix", switch_prob=switch_prob).mix_batch(x, y)
+    j = partners(result.y)
+    binary = ((result.x == x) | (result.x == x[j])).all()
+    assert bool(binary) == cut
+
+
+def test_mixup_cutmix_per_sample_uses_both():
+    torch.manual_seed(15)
+    x, y = batch()
+    result = build("mixup_cutmix", lam_mode="sample", alpha=1.0, cutmix_alpha=1.0).mix_batch(x, y)
+    j = partners(result.y)
+    binary = ((result.x == x) | (result.x == x[j])).flatten(1).all(1)
+    assert binary[j != torch.arange(B)].any() and not binary.all()
+
+
+def pasted_region(result, x):
+    return ~(result.x == x).all(1)  # B×H×W: pixels not kept from x
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_gridmix_mask_is_constant_on_grid_cells(mode):
+    torch.manual_seed(16)
+    x, y = batch()
+    pasted = pasted_region(build("gridmix", lam_mode=mode, alpha=1.0).mix_batch(x, y), x)
+    # changes between neighbouring pixels happen on at most n_holes-1 ≤ 5 row (col) lines
+    row_changes = (pasted[:, 1:] != pasted[:, :-1]).any(2).sum(1)
+    col_changes = (pasted[:, :, 1:] != pasted[:, :, :-1]).any(1).sum(1)
+    assert (row_changes <= 5).all() and (col_changes <= 5).all()
+    assert (row_changes > 0).any()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_fmix_keeps_round_lambda_pixels(mode, monkeypatch):
+    from mixbench.methods.sample_mixing import SampleMixer
+
+    drawn = torch.tensor([0.3, 0.52, 0.77, 0.9] * 4)
+    monkeypatch.setattr(SampleMixer, "sample_lam",
+                        lambda self, b, device="cpu": 0.3 if mode == "batch" else drawn)
+    x, y = batch()
+    result = build("fmix", lam_mode=mode).mix_batch(x, y)
+    lam = torch.full((B,), 0.3) if mode == "batch" else drawn
+    expected = torch.round(lam * (H * W)) / (H * W)  # whole pixels: λ·H·W rounded
+    assert torch.allclose(lam_vector(result.lam), expected)
+
+
+def test_keep_top_fraction_keeps_the_highest_pixels():
+    from mixbench.methods.mask_mixing import keep_top_fraction
+
+    scores, lam = torch.randn(64, 8, 10), torch.rand(64)
+    mask = keep_top_fraction(scores, lam).view(64, -1).bool()
+    assert torch.equal(mask.sum(1), torch.round(lam * 80).long())
+    flat = scores.view(64, -1)
+    lowest_kept = torch.where(mask, flat, torch.inf).amin(1)
+    highest_dropped = torch.where(~mask, flat, -torch.inf).amax(1)
+    one_level = (flat.amax(1) - flat.amin(1)) / 255  # ties only within one quantisation level
+    assert (highest_dropped - lowest_kept <= one_level + 1e-6).all()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_resizemix_pastes_the_whole_partner_shrunk(mode):
+    torch.manual_seed(17)
+    x = torch.rand(B, C, 32, 32)
+    x[:, :, 0, 0] = -1.0  # each image's top-left corner is marked
+    y = torch.eye(B)
+    result = build("resizemix", lam_mode=mode, alpha=1.0).mix_batch(x, y)
+    lam, j = lam_vector(result.lam), partners(result.y)
+    pasted = ~(result.x == x).all(1)
+    for i in torch.nonzero(j != torch.arange(B)).flatten().tolist():
+        rows, cols = pasted[i].any(1).nonzero().flatten(), pasted[i].any(0).nonzero().flatten()
+        box = result.x[i][:, rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        assert box.shape[1] * box.shape[2] == pytest.approx((1 - lam[i].item()) * 32 * 32)
+        assert box.shape[1] <= 0.8 * 32 and box.shape[2] <= 0.8 * 32  # τ in scope
+        assert (box[:, 0, 0] == -1.0).all()  # the partner's corner is the box's corner
+        # nearest-neighbour shrink: box pixel (r, c) is partner pixel (r·32//h, c·32//w)
+        h, w = box.shape[1:]
+        src = x[j[i]][:, torch.arange(h) * 32 // h][:, :, torch.arange(w) * 32 // w]
+        assert torch.equal(box, src)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_saliencymix_box_covers_the_partners_salient_spot(mode):
+    torch.manual_seed(18)
+    x = torch.zeros(B, C, 32, 32)
+    spots = torch.randint(4, 28, (B, 2))
+    for i, (r, c) in enumerate(spots.tolist()):
+        x[i, :, r - 1:r + 2, c - 1:c + 2] = 10.0 + i  # a bright blob, distinct per image
+    y = torch.eye(B)
+    result = build("saliencymix", lam_mode=mode, alpha=1.0).mix_batch(x, y)
+    lam, j = lam_vector(result.lam), partners(result.y)
+    for i in torch.nonzero((j != torch.arange(B)) & (lam < 0.95)).flatten().tolist():
+        r, c = spots[j[i]].tolist()
+        assert (result.x[i, :, r, c] == 10.0 + j[i]).all(), "the partner's blob is pasted"
+
+
+def test_spectral_residual_saliency_peaks_at_an_odd_spot():
+    from mixbench.methods.mask_mixing import saliency_peaks
+
+    x = torch.zeros(2, 1, 40, 40)
+    x[0, :, 30, 9] = 1.0
+    x[1, :, 5:8, 20:23] = 1.0
+    rows, cols = saliency_peaks(x)
+    assert abs(rows[0] - 30) <= 2 and abs(cols[0] - 9) <= 2
+    assert abs(rows[1] - 6) <= 2 and abs(cols[1] - 21) <= 2
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_smoothmix_mask_is_soft_and_peaks_at_one_place(mode):
+    torch.manual_seed(19)
+    x, y = batch()
+    result = build("smoothmix", lam_mode=mode, alpha=1.0).mix_batch(x, y)
+    weight, j = kept_weight(result, x)
+    mixed = j != torch.arange(B)
+    w = weight[mixed, 0]
+    assert ((w > 0.01) & (w < 0.99)).any(), "edges are soft, not a hard box"
+    assert (w.amin((1, 2)) < 0.9).all(), "some pixel is mostly the partner's"
+
+
+# --- one epoch through Hydra and the trainer ------------------------------------------------
+
+@pytest.mark.parametrize("name,extra", [("mixup_cutmix", ["method.lam_mode=sample"]),
+                                        ("fmix", []), ("gridmix", []), ("smoothmix", []),
+                                        ("resizemix", ["method.lam_mode=sample"]),
+                                        ("saliencymix", ["method.label_lam=independent",
+                                                         "method.mix_until=0.5"])])
+def test_new_mixers_train_one_epoch_on_digits(cfg_factory, tmp_path, name, extra):
+    from mixbench.engine.trainer import train
+
+    results = train(cfg_factory(f"+method={name}", "trainer.batch_size=32", *extra), tmp_path)
+    assert results["status"] == "completed"
+    assert results["config"]["method"]["name"] == name
+    assert 0.0 <= results["test"]["top1"] <= 1.0

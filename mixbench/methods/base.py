@@ -28,6 +28,12 @@ class MixResult:
     y: torch.Tensor  # soft targets B×K
     # λ actually used (after box clipping): a float for one λ per batch, or a B-vector.
     lam: float | torch.Tensor
+    # λ the targets were mixed with: λ itself, unless the labels use their own (label_lam).
+    label_lam: float | torch.Tensor | None = None
+
+    def __post_init__(self):
+        if self.label_lam is None:
+            self.label_lam = self.lam
 
 
 def check_batch(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> None:
@@ -62,7 +68,10 @@ class Method:
         regression targets B×D as they are (mixing treats both alike)."""
         if labels.is_floating_point():
             return labels.to(dtype).view(len(labels), -1)
-        return nn.functional.one_hot(labels, self.num_classes).to(dtype)
+        # scatter rather than one_hot: one_hot checks the labels' range on the host, a device
+        # sync on every step (scatter_ still rejects an out-of-range label on the CPU)
+        return torch.zeros(len(labels), self.num_classes, dtype=dtype,
+                           device=labels.device).scatter_(1, labels.view(-1, 1), 1.0)
 
     def mix_batch(self, x: torch.Tensor, y: torch.Tensor) -> MixResult:
         check_batch(x, y, self.num_classes)
@@ -78,7 +87,8 @@ class Method:
         x, labels = batch[0], batch[1]  # a training batch may also carry its indices
         mixed = self.mix_batch(x, self.targets(labels, x.dtype))
         logits = model(mixed.x)
-        return StepOutput(loss_fn(logits, mixed.y), logits, {"lam": mixed.lam})
+        return StepOutput(loss_fn(logits, mixed.y), logits,
+                          {"lam": mixed.lam, "label_lam": mixed.label_lam})
 
     # Methods with learnable parts or running statistics save them in checkpoints.
     def state_dict(self) -> dict[str, Any]:

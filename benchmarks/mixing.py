@@ -1,0 +1,205 @@
+"""Time mixbench's input mixers against timm's and torchvision's on one batch.
+
+    python benchmarks/mixing.py [--batch 256] [--classes 100] [--min-time 0.5] [--no-cuda]
+                                [--threads N] [--rounds R]
+
+Each mixer mixes a B×3×32×32 float batch with integer labels (one-hot targets included in
+every library's time, as each needs them), per-batch and per-sample λ. References: timm's
+``timm.data.Mixup`` (mixup or cutmix alone, mode ``batch`` and ``elem``) and torchvision's
+``transforms.v2.MixUp`` / ``v2.CutMix`` (per-batch λ only). Each library runs in a fresh
+process (numpy's spinning thread pool, which timm wakes, would slow later torch ops), on the
+CPU and, when there is one, on CUDA. Times are medians from ``torch.utils.benchmark``; with
+``--rounds R`` every process runs R times, in turn, and the table shows the median of rounds
+(a shared machine's load then hits every library alike).
+Every process raises glibc's malloc thresholds first (unless ``--plain-malloc``), so that a
+fresh batch-sized buffer is not a round trip to the OS; it applies to all libraries alike.
+
+Targets (CPU): mixup and cutmix ≤ 0.5× torchvision's time with per-batch λ, ≤ 0.6× with
+per-sample λ; every other mask mixer ≤ 2× our mixup in the same λ mode."""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+OURS = ["mixup", "cutmix", "mixup_cutmix", "fmix", "gridmix", "smoothmix", "resizemix",
+        "saliencymix"]
+MODES = ["batch", "sample"]
+
+
+def quiet_malloc() -> None:
+    """Keep glibc from returning fresh buffers to the OS on every call."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD
+    except OSError:
+        pass
+
+
+def median_ms(fn, device: str, min_time: float) -> float:
+    import torch
+    from torch.utils import benchmark
+
+    for _ in range(10):  # warm-up
+        fn()
+    # The Timer synchronises CUDA around its measurements itself.
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn},
+                            num_threads=torch.get_num_threads())
+    return 1000 * timer.blocked_autorange(min_run_time=min_time).median
+
+
+def batch(args, device: str):
+    import torch
+
+    torch.manual_seed(0)
+    x = torch.randn(args.batch, 3, 32, 32, device=device)
+    labels = torch.randint(0, args.classes, (args.batch,), device=device)
+    return x, labels
+
+
+def time_ours(args, device: str) -> dict[str, float]:
+    from mixbench.registry import METHODS
+
+    x, labels = batch(args, device)
+    out = {}
+    for name in OURS:
+        for mode in MODES:
+            method = METHODS.build({"name": name, "alpha": 1.0, "lam_mode": mode},
+                                   num_classes=args.classes)
+            out[f"{name}/{mode}"] = median_ms(
+                lambda: method.mix_batch(x, method.targets(labels, x.dtype)), device,
+                args.min_time)
+    return out
+
+
+def time_timm(args, device: str) -> dict[str, float]:
+    from timm.data import Mixup
+
+    x, labels = batch(args, device)
+    out = {}
+    for name, alphas in [("mixup", dict(mixup_alpha=1.0, cutmix_alpha=0.0)),
+                         ("cutmix", dict(mixup_alpha=0.0, cutmix_alpha=1.0))]:
+        for mode, timm_mode in [("batch", "batch"), ("sample", "elem")]:
+            # CIFAR settings: timm's defaults are ImageNet's (smoothing 0.1, 1000 classes).
+            mixer = Mixup(**alphas, mode=timm_mode, label_smoothing=0.0,
+                          num_classes=args.classes)
+            # timm mixes x in place; mixing an already mixed batch costs the same.
+            out[f"{name}/{mode}"] = median_ms(lambda: mixer(x, labels), device, args.min_time)
+    return out
+
+
+def time_torchvision(args, device: str) -> dict[str, float]:
+    from torchvision.transforms import v2
+
+    x, labels = batch(args, device)
+    out = {}
+    for name, cls in [("mixup", v2.MixUp), ("cutmix", v2.CutMix)]:
+        mixer = cls(alpha=1.0, num_classes=args.classes)
+        out[f"{name}/batch"] = median_ms(lambda: mixer(x, labels), device, args.min_time)
+    return out
+
+
+LIBRARIES = {"ours": time_ours, "timm": time_timm, "torchvision": time_torchvision}
+
+
+def run_child(args, library: str, device: str) -> dict[str, float]:
+    command = [sys.executable, __file__, "--child", library, "--device", device,
+               "--batch", str(args.batch), "--classes", str(args.classes),
+               "--min-time", str(args.min_time), "--threads", str(args.threads)]
+    if args.plain_malloc:
+        command.append("--plain-malloc")
+    out = subprocess.run(command, capture_output=True, text=True)
+    if out.returncode != 0:
+        print(f"warning: {library} on {device} failed:\n{out.stderr.strip()[-2000:]}",
+              file=sys.stderr)
+        return {}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def median_of_rounds(rounds: list[dict[str, float]]) -> dict[str, float]:
+    keys = {key for times in rounds for key in times}
+    return {key: statistics.median(t[key] for t in rounds if key in t) for key in sorted(keys)}
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return "—" if a is None or b is None else f"{a / b:.2f}×"
+
+
+def print_table(device: str, ours: dict, timm: dict, tv: dict) -> None:
+    print(f"\n### {device}\n")
+    print("| mixer | λ | ms / batch | / torchvision v2 | / timm | / our mixup |")
+    print("|---|---|---:|---:|---:|---:|")
+    for name in OURS:
+        for mode in MODES:
+            key = f"{name}/{mode}"
+            ms = ours.get(key)
+            # torchvision has per-batch λ only: per-sample rows compare with its batch time
+            ref = name if name in ("mixup", "cutmix") else None
+            tv_ms = tv.get(f"{ref}/batch") if ref else None
+            timm_ms = timm.get(f"{ref}/{mode}") if ref else None
+            print(f"| {name} | {mode} | {fmt(ms)} | {ratio(ms, tv_ms)} | {ratio(ms, timm_ms)} "
+                  f"| {ratio(ms, ours.get(f'mixup/{mode}'))} |")
+    print("\n| reference | λ | ms / batch |")
+    print("|---|---|---:|")
+    for library, times in [("torchvision v2", tv), ("timm Mixup", timm)]:
+        for key, ms in times.items():
+            name, mode = key.split("/")
+            print(f"| {library} {name} | {mode} | {fmt(ms)} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--classes", type=int, default=100)
+    parser.add_argument("--min-time", type=float, default=0.5,
+                        help="seconds of timing per mixer (torch.utils.benchmark)")
+    parser.add_argument("--no-cuda", action="store_true")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads per process (default: torch's choice)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every process this many times, in turn; report medians")
+    parser.add_argument("--plain-malloc", action="store_true",
+                        help="leave glibc's malloc thresholds alone")
+    parser.add_argument("--child", choices=sorted(LIBRARIES), help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if not args.plain_malloc:
+        quiet_malloc()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.threads = torch.get_num_threads()
+    if args.child:
+        print(json.dumps(LIBRARIES[args.child](args, args.device)))
+        return
+    import timm
+    import torchvision
+
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and not args.no_cuda else [])
+    print(f"batch {args.batch}×3×32×32 float32, {args.classes} classes; torch "
+          f"{torch.__version__}, torchvision {torchvision.__version__}, timm {timm.__version__};"
+          f" {args.threads} CPU threads; malloc thresholds "
+          f"{'default' if args.plain_malloc else 'raised'}; medians of torch.utils.benchmark"
+          f"{f', median of {args.rounds} rounds' if args.rounds > 1 else ''}")
+    for device in devices:
+        rounds = [{library: run_child(args, library, device) for library in LIBRARIES}
+                  for _ in range(args.rounds)]
+        times = {library: median_of_rounds([r[library] for r in rounds])
+                 for library in LIBRARIES}
+        print_table(device, times["ours"], times["timm"], times["torchvision"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,269 @@
+"""Mask-based input mixers: FMix, GridMix, SmoothMix, ResizeMix and SaliencyMix.
+
+Each builds a pixel weight map of x (1 keeps x's pixel, 0 takes the partner's) and mixes
+x̃ = m·x + (1-m)·x[perm]; the λ reported (and used for the targets) is the mean of m, i.e. the
+fraction of each image kept from x. With ``lam_mode=batch`` one map serves the whole batch
+(as in the authors' code) and is built on the host, where λ is needed anyway; with
+``lam_mode=sample`` every sample gets its own map, built on x's device."""
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import torch.nn.functional as F
+
+from mixbench.errors import ConfigError
+from mixbench.methods.sample_mixing import (SampleMixer, blend, box_area_lam, box_bounds,
+                                            box_halves, box_keep_weight)
+from mixbench.registry import METHODS
+
+
+def host_to(tensor: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A small host tensor on x's device and dtype without waiting for the device: a copy
+    from pageable memory would synchronise, one from pinned memory is queued."""
+    tensor = tensor.to(x.dtype)
+    if x.device.type != "cuda":
+        return tensor.to(x.device)
+    return tensor.pin_memory().to(x.device, non_blocking=True)
+
+
+class MaskMixer(SampleMixer):
+    """A mixer defined by ``make_mask(lam, height, width) -> n×H×W`` weights of x for an
+    n-vector of λ (n = 1 per batch, B per sample), on λ's device."""
+
+    def make_mask(self, lam: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def mix_inputs(self, x, perm, lam):
+        h, w = x.shape[-2:]
+        if isinstance(lam, float):
+            mask = self.make_mask(torch.tensor([lam]), h, w)[0]
+            return blend(x, perm, host_to(mask, x)), mask.mean().item()
+        mask = self.make_mask(lam, h, w)
+        return blend(x, perm, mask[:, None].to(x.dtype)), mask.mean((1, 2))
+
+
+def keep_top_fraction(scores: torch.Tensor, lam: torch.Tensor,
+                      levels: int = 256) -> torch.Tensor:
+    """n×H×W scores → a 0/1 mask per row marking its round(λ·H·W) highest pixels, so that the
+    mask mean is λ up to one pixel. Without a sort (the costly part for a mask per sample):
+    scores are quantised to ``levels`` per row, whole levels are taken from the top, and the
+    pixels of the one level that straddles the count are taken in raster order."""
+    n, h, w = scores.shape
+    flat = scores.reshape(n, -1)
+    keep = torch.round(lam * (h * w)).long()[:, None]
+    low, high = torch.aminmax(flat, dim=1, keepdim=True)
+    level = ((flat - low) * ((levels - 1) / (high - low).clamp_min(1e-12))).long()
+    # a histogram per row (scatter_add: bincount would read its size back from the GPU)
+    counts = torch.zeros(n, levels, dtype=torch.long, device=flat.device).scatter_add_(
+        1, level, torch.ones((), dtype=torch.long, device=flat.device).expand_as(level))
+    above = counts.flip(1).cumsum(1).flip(1) - counts  # pixels in strictly higher levels
+    boundary = (above >= keep).sum(1, keepdim=True)  # the level where the count is reached
+    from_boundary = keep - above.gather(1, boundary.clamp_max(levels - 1))
+    at_boundary = level == boundary
+    mask = (level > boundary) | (at_boundary & (at_boundary.cumsum(1) <= from_boundary))
+    return mask.view(n, h, w).float()
+
+
+@functools.lru_cache(maxsize=16)
+def fourier_scale(height: int, width: int, decay_power: float, device) -> torch.Tensor:
+    """1/max(f, 1/max(H, W))^δ over the H×(W//2+1) frequencies of a real FFT (cached: the
+    same for every step; never modified)."""
+    fy = torch.fft.fftfreq(height, device=device)[:, None]
+    fx = torch.fft.rfftfreq(width, device=device)[None, :]
+    freq = torch.sqrt(fy * fy + fx * fx).clamp_min(1.0 / max(height, width))
+    return freq.pow(-decay_power)
+
+
+def low_frequency_noise(n: int, height: int, width: int, decay_power: float,
+                        device) -> torch.Tensor:
+    """n×H×W real images whose Fourier amplitudes fall as 1/f^δ (FMix's grey noise):
+    complex Gaussian spectra scaled by 1/max(f, 1/max(H, W))^δ, then an inverse real FFT."""
+    scale = fourier_scale(height, width, decay_power, torch.device(device))
+    spectrum = torch.randn(n, height, width // 2 + 1, 2, device=device)
+    return torch.fft.irfft2(torch.view_as_complex(spectrum) * scale, s=(height, width))
+
+
+@METHODS.register("fmix")
+class FMix(MaskMixer):
+    """FMix (Harris et al., 2020): x keeps the λ·H·W pixels where low-frequency Fourier noise
+    is highest, a binary mask of blob-like regions; λ = mask mean."""
+
+    def __init__(self, *, num_classes: int, decay_power: float = 3.0, **common):
+        super().__init__(num_classes=num_classes, **common)
+        if not decay_power > 0:
+            raise ConfigError(f"method.decay_power must be > 0, got {decay_power}")
+        self.decay_power = float(decay_power)
+
+    def make_mask(self, lam, height, width):
+        noise = low_frequency_noise(len(lam), height, width, self.decay_power, lam.device)
+        return keep_top_fraction(noise, lam)
+
+
+@METHODS.register("gridmix")
+class GridMix(MaskMixer):
+    """GridMix (Baek et al., 2021): cut the image into an n×n grid (n uniform in
+    ``n_holes``, both ends included) and take each cell from the partner with probability
+    1-λ; λ = mask mean (the cells kept may differ from λ by chance)."""
+
+    def __init__(self, *, num_classes: int, n_holes: tuple[int, int] = (2, 6), **common):
+        super().__init__(num_classes=num_classes, **common)
+        n_holes = tuple(n_holes)
+        if len(n_holes) != 2 or not 1 <= n_holes[0] <= n_holes[1]:
+            raise ConfigError(f"method.n_holes must be [low, high] with 1 <= low <= high, "
+                              f"got {list(n_holes)}")
+        self.n_holes = (int(n_holes[0]), int(n_holes[1]))
+
+    def make_mask(self, lam, height, width):
+        low, high = self.n_holes
+        n, device = len(lam), lam.device
+        grid = torch.randint(low, high + 1, (n, 1), device=device)  # cells per side
+        cells = (torch.rand(n, high, high, device=device) < lam[:, None, None]).float()
+        cell_row = torch.arange(height, device=device) * grid // height  # n×H
+        cell_col = torch.arange(width, device=device) * grid // width  # n×W
+        index = cell_row[:, :, None] * high + cell_col[:, None, :]  # n×H×W, into n×high²
+        return cells.view(n, -1).gather(1, index.view(n, -1)).view(n, height, width)
+
+
+@METHODS.register("smoothmix")
+class SmoothMix(MaskMixer):
+    """SmoothMix (Lee et al., 2020): the partner's weight is a Gaussian blob
+    exp(-d²/2σ²) around a uniform random centre, so the pasted region has soft edges;
+    λ = mask mean. σ is set by λ ~ Beta(α, α): the unclipped blob holds (1-λ)·H·W pixels
+    of weight (2πσ² = (1-λ)HW), as a CutMix box of area 1-λ would."""
+
+    def make_mask(self, lam, height, width):
+        n, device = len(lam), lam.device
+        var = ((1.0 - lam) * (height * width / (2 * math.pi))).clamp_min(1e-12)
+        cy = torch.rand(n, 1, device=device) * height
+        cx = torch.rand(n, 1, device=device) * width
+        dy2 = (torch.arange(height, device=device) + 0.5 - cy).square()  # n×H, pixel centres
+        dx2 = (torch.arange(width, device=device) + 0.5 - cx).square()  # n×W
+        partner = torch.exp(-(dy2[:, :, None] + dx2[:, None, :]) / (2 * var[:, None, None]))
+        partner = partner * (lam < 1.0)[:, None, None]  # λ = 1: not mixed at all
+        return 1.0 - partner
+
+
+def partner_pixels(x: torch.Tensor, perm: torch.Tensor, src_row: torch.Tensor,
+                   src_col: torch.Tensor) -> torch.Tensor:
+    """x[perm[b], :, src_row[b, r], src_col[b, q]] as B×C×R×Q, with ``src_row`` R or B×R and
+    ``src_col`` Q or B×Q. Whole rows by index_select (row copies), then columns by gather:
+    several times faster on the CPU than indexing along the last dimension directly."""
+    b, c, h, w = x.shape
+    src_row, src_col = src_row.expand(b, -1), src_col.expand(b, -1)
+    channels = torch.arange(c, device=x.device)[None, :, None]
+    row_index = (perm[:, None, None] * c + channels) * h + src_row[:, None, :]
+    rows = x.reshape(-1, w).index_select(0, row_index.reshape(-1)).view(b, c, -1, w)
+    return rows.gather(3, src_col[:, None, None, :].expand(b, c, rows.shape[2], -1))
+
+
+@METHODS.register("resizemix")
+class ResizeMix(SampleMixer):
+    """ResizeMix (Qin et al., 2020): shrink the whole partner image to a box of side
+    τ·(H, W) and paste it at a random place inside x; λ = 1 - pasted area / image area.
+    τ = low + (high - low)·u with u ~ Beta(α, α) (α = 1: the paper's uniform τ over
+    ``scope``); nearest-neighbour resizing, so pasted pixels are the partner's values."""
+
+    def __init__(self, *, num_classes: int, scope: tuple[float, float] = (0.1, 0.8),
+                 **common):
+        super().__init__(num_classes=num_classes, **common)
+        scope = tuple(scope)
+        if len(scope) != 2 or not 0.0 <= scope[0] <= scope[1] <= 1.0:
+            raise ConfigError(f"method.scope must be [low, high] with 0 <= low <= high <= 1, "
+                              f"got {list(scope)}")
+        self.scope = (float(scope[0]), float(scope[1]))
+
+    def mix_inputs(self, x, perm, lam):
+        low, high = self.scope
+        b, _, h, w = x.shape
+        if isinstance(lam, float):  # one box for the batch: copy only the box
+            tau = low + (high - low) * lam
+            box_h, box_w = int(tau * h), int(tau * w)
+            top = int(torch.randint(0, h - box_h + 1, ()))
+            left = int(torch.randint(0, w - box_w + 1, ()))
+            rows = torch.arange(box_h, device=x.device) * h // max(box_h, 1)
+            cols = torch.arange(box_w, device=x.device) * w // max(box_w, 1)
+            mixed = x.clone()
+            mixed[:, :, top:top + box_h, left:left + box_w] = partner_pixels(x, perm, rows, cols)
+            return mixed, box_area_lam(top, top + box_h, left, left + box_w, h, w)
+        tau = torch.where(lam < 1.0, low + (high - low) * lam, 0.0)
+        box_h, box_w = (tau * h).long(), (tau * w).long()
+        top = (torch.rand(b, device=x.device) * (h - box_h + 1)).long()
+        left = (torch.rand(b, device=x.device) * (w - box_w + 1)).long()
+        keep = box_keep_weight(top, top + box_h, left, left + box_w, h, w, x.dtype)
+        # Source pixel of each pasted pixel in the partner (nearest neighbour); clamped so
+        # that pixels outside the box index something valid (they are not used).
+        src_row = ((torch.arange(h, device=x.device) - top[:, None]).clamp(0, h - 1) * h
+                   // box_h.clamp_min(1)[:, None]).clamp_max(h - 1)
+        src_col = ((torch.arange(w, device=x.device) - left[:, None]).clamp(0, w - 1) * w
+                   // box_w.clamp_min(1)[:, None]).clamp_max(w - 1)
+        resized = partner_pixels(x, perm, src_row, src_col)
+        # lerp with a 0/1 weight, not torch.where: several times faster on the CPU
+        mixed = resized.lerp_(x, keep[:, None])
+        return mixed, box_area_lam(top, top + box_h, left, left + box_w, h, w)
+
+
+def separable_blur(images: torch.Tensor, taps: list[float]) -> torch.Tensor:
+    """Filter B×1×H×W images with ``taps`` along rows, then columns, replicating the border.
+    Shifted slices, not conv2d: several times faster for one channel and a few taps."""
+    radius = len(taps) // 2
+    h, w = images.shape[-2:]
+    padded = F.pad(images, (radius, radius, radius, radius), mode="replicate")
+    rows = padded[..., :, 0:w] * taps[0]
+    for i, tap in enumerate(taps[1:], 1):
+        rows += padded[..., :, i:i + w] * tap
+    out = rows[..., 0:h, :] * taps[0]
+    for i, tap in enumerate(taps[1:], 1):
+        out += rows[..., i:i + h, :] * tap
+    return out
+
+
+GAUSS_11 = [math.exp(-(i - 5) ** 2 / 18) for i in range(11)]  # σ = 3, as OpenCV's 11×11
+GAUSS_11 = [t / sum(GAUSS_11) for t in GAUSS_11]
+
+
+def spectral_residual_saliency(x: torch.Tensor, max_side: int = 64) -> torch.Tensor:
+    """Spectral-residual saliency (Hou & Zhang, 2007) of each image of B×C×H×W, as OpenCV's
+    StaticSaliencySpectralResidual computes it: grey image at most ``max_side`` a side,
+    S = |IFFT(exp(log|F| - box3(log|F|) + i·phase))|², then a Gaussian blur (11×11, σ=3).
+    Borders are replicated (OpenCV reflects). Returns B×h×w saliency at that working size."""
+    grey = x.float().mean(1, keepdim=True)
+    h, w = grey.shape[-2:]
+    if max(h, w) > max_side:
+        grey = F.interpolate(grey, size=(min(h, max_side), min(w, max_side)), mode="area")
+    spectrum = torch.fft.fft2(grey)
+    log_amplitude = torch.log(spectrum.abs() + 1e-8)
+    smoothed = separable_blur(log_amplitude, [1 / 3] * 3)
+    # exp(log|F| - smoothed + i·phase) = F · exp(-smoothed)
+    saliency = torch.fft.ifft2(spectrum * torch.exp(-smoothed)).abs().square()
+    return separable_blur(saliency, GAUSS_11)[:, 0]
+
+
+def saliency_peaks(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, col) of each image's saliency maximum, in x's pixel coordinates."""
+    saliency = spectral_residual_saliency(x)
+    sh, sw = saliency.shape[-2:]
+    flat = saliency.flatten(1).argmax(1)
+    h, w = x.shape[-2:]
+    return (flat // sw) * h // sh, (flat % sw) * w // sw
+
+
+@METHODS.register("saliencymix")
+class SaliencyMix(SampleMixer):
+    """SaliencyMix (Uddin et al., 2021): a CutMix box of area 1-λ centred on the peak of the
+    partner's spectral-residual saliency, pasted from the partner. The box is moved inside
+    the image rather than clipped, so λ = 1 - box area exactly (the authors clip)."""
+
+    def mix_inputs(self, x, perm, lam):
+        h, w = x.shape[-2:]
+        rows, cols = saliency_peaks(x)
+        centre = rows[perm], cols[perm]  # the partner's peak
+        box = box_bounds(lam, h, w, centre=centre, keep_inside=True)
+        keep = box_keep_weight(*box, h, w, x.dtype)
+        if isinstance(lam, float):  # every box has the drawn size: λ is known on the host
+            half_h, half_w = box_halves(lam, h, w)
+            lam_used = 1.0 - 4 * half_h * half_w / (h * w)
+        else:
+            lam_used = box_area_lam(*box, h, w)
+        return blend(x, perm, keep[:, None]), lam_used
