@@ -19,7 +19,6 @@ per-sample λ; every other mask mixer ≤ 2× our mixup in the same λ mode."""
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import statistics
 import subprocess
@@ -28,22 +27,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import quiet_malloc  # noqa: E402
+
 OURS = ["mixup", "cutmix", "mixup_cutmix", "fmix", "gridmix", "smoothmix", "resizemix",
         "saliencymix"]
 MODES = ["batch", "sample"]
 
 
-def quiet_malloc() -> None:
-    """Keep glibc from returning fresh buffers to the OS on every call."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD
-    except OSError:
-        pass
-
-
-def median_ms(fn, device: str, min_time: float) -> float:
+def timer_median_ms(fn, device: str, min_time: float) -> float:
     import torch
     from torch.utils import benchmark
 
@@ -73,7 +64,7 @@ def time_ours(args, device: str) -> dict[str, float]:
         for mode in MODES:
             method = METHODS.build({"name": name, "alpha": 1.0, "lam_mode": mode},
                                    num_classes=args.classes)
-            out[f"{name}/{mode}"] = median_ms(
+            out[f"{name}/{mode}"] = timer_median_ms(
                 lambda: method.mix_batch(x, method.targets(labels, x.dtype)), device,
                 args.min_time)
     return out
@@ -91,7 +82,7 @@ def time_timm(args, device: str) -> dict[str, float]:
             mixer = Mixup(**alphas, mode=timm_mode, label_smoothing=0.0,
                           num_classes=args.classes)
             # timm mixes x in place; mixing an already mixed batch costs the same.
-            out[f"{name}/{mode}"] = median_ms(lambda: mixer(x, labels), device, args.min_time)
+            out[f"{name}/{mode}"] = timer_median_ms(lambda: mixer(x, labels), device, args.min_time)
     return out
 
 
@@ -102,7 +93,7 @@ def time_torchvision(args, device: str) -> dict[str, float]:
     out = {}
     for name, cls in [("mixup", v2.MixUp), ("cutmix", v2.CutMix)]:
         mixer = cls(alpha=1.0, num_classes=args.classes)
-        out[f"{name}/batch"] = median_ms(lambda: mixer(x, labels), device, args.min_time)
+        out[f"{name}/batch"] = timer_median_ms(lambda: mixer(x, labels), device, args.min_time)
     return out
 
 

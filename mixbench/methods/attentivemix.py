@@ -122,7 +122,7 @@ class AttentiveMix(SampleMixer):
         att = self.attention(x)
         cells = att[0].numel()
         k = self.top_k if self.top_k is not None else round(
-            (1.0 - self._beta.sample().item()) * cells)
+            (1.0 - self._beta.one()) * cells)
         if k >= cells:
             raise ConfigError(f"method.top_k={k} must be below the number of attention cells "
                               f"({cells}, from the {tuple(att.shape[1:])} map); lower top_k "

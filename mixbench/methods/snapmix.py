@@ -86,7 +86,7 @@ class SnapMix(SampleMixer):
         if self.prob < 1.0 and torch.rand(()).item() >= self.prob:
             logits = model(x)
             return StepOutput(loss_fn(logits, y), logits, {"lam": 1.0})
-        lam_target, lam_source = self._beta.sample((2,)).tolist()
+        lam_target, lam_source = self._beta.one(), self._beta.one()
         # A gradient-free read of the plain backbone: DDP must not track this pass.
         with torch.no_grad():
             cams = class_activation_maps(backbone, x, labels)
