@@ -1,13 +1,14 @@
 """Mixing methods (registered in METHODS). One module per family."""
 from mixbench.methods import (alignmix, attentivemix, base, cmixup, manifold,  # noqa: F401
-                              mixkd, puzzlemix, rankmixup, regmixup, sample_mixing,
-                              snapmix, transmix)  # (registration)
+                              mixkd, policy, puzzlemix, rankmixup, regmixup,
+                              sample_mixing, snapmix, transmix)  # (registration)
 from mixbench.methods.alignmix import AlignMix
 from mixbench.methods.attentivemix import AttentiveMix
 from mixbench.methods.base import ERM, Method, MixResult, StepOutput
 from mixbench.methods.cmixup import CMixup
 from mixbench.methods.manifold import ManifoldMix
 from mixbench.methods.mixkd import MixKD
+from mixbench.methods.policy import AutoMix
 from mixbench.methods.puzzlemix import PuzzleMix
 from mixbench.methods.rankmixup import RankMixup
 from mixbench.methods.regmixup import RegMixup
@@ -15,6 +16,6 @@ from mixbench.methods.sample_mixing import CutMix, Mixup
 from mixbench.methods.snapmix import SnapMix
 from mixbench.methods.transmix import TransMix
 
-__all__ = ["AlignMix", "AttentiveMix", "CMixup", "CutMix", "ERM", "ManifoldMix", "Method",
-           "MixKD", "MixResult", "Mixup", "PuzzleMix", "RankMixup", "RegMixup", "SnapMix",
+__all__ = ["AlignMix", "AttentiveMix", "AutoMix", "CMixup", "CutMix", "ERM", "ManifoldMix",
+           "Method", "MixKD", "MixResult", "Mixup", "PuzzleMix", "RankMixup", "RegMixup", "SnapMix",
            "StepOutput", "TransMix"]

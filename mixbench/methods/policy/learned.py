@@ -1,0 +1,140 @@
+"""The base of methods that own trainable modules besides the classifier.
+
+Such a method keeps its extra modules (``self.parts``, e.g. a mask generator and an EMA copy
+of the backbone) and their optimisers (``self.optimizers``) on itself, not in the model: the
+trainer's optimiser, the checkpointed model and evaluation see only the classifier, so the
+extra modules cost nothing at test time.
+
+- They are built on the first ``step`` (a copy of the backbone needs the model, which
+  ``setup`` does not get), on the batch's device, from a private RNG stream seeded with the
+  epoch's seed: building consumes none of the global RNG, so a resumed run draws the same
+  random numbers as an uninterrupted one, and every DDP rank builds the same modules.
+- They are updated inside ``step`` by ``update``: gradients of their own loss w.r.t. their
+  own parameters only (``torch.autograd.grad``), so the classifier's ``.grad`` is never
+  touched (the trainer zeroes it after ``step`` anyway); under DDP those gradients are
+  averaged over the ranks first, so the modules stay identical on every rank.
+- ``state_dict`` holds the modules, the optimisers and ``extra_state()``; a state loaded
+  before the modules exist (resuming) is applied right after they are built."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from mixbench.errors import CheckpointError
+from mixbench.methods.base import Method
+from mixbench.methods.model_access import plain_backbone
+
+STATE_KEYS = {"parts", "optimizers", "extra"}
+
+
+def average_across_ranks(grads: list[torch.Tensor]) -> None:
+    """In place: each gradient becomes its mean over the DDP ranks (a no-op in one process)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    world = dist.get_world_size()
+    for g in grads:
+        dist.all_reduce(g)
+        g.div_(world)
+
+
+class LearnedPolicy(Method):
+    """Subclasses set ``name`` and ``needs`` (the backbone attribute they rely on), implement
+    ``build_parts`` and ``build_optimizers``, and call ``ensure_built`` first in ``step``."""
+
+    name = "learned_policy"
+    needs = "stages"
+
+    def __init__(self, *, num_classes: int):
+        super().__init__(num_classes=num_classes)
+        self.parts: dict[str, nn.Module] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self._pending: dict[str, Any] | None = None
+
+    # --- what a subclass provides -------------------------------------------------------
+    def build_parts(self, backbone: nn.Module, x: torch.Tensor) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def extra_state(self) -> dict[str, Any]:
+        """Running values besides modules and optimisers (e.g. a step counter)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    # --- building -----------------------------------------------------------------------
+    @property
+    def built(self) -> bool:
+        return bool(self.parts)
+
+    def ensure_built(self, model: nn.Module, x: torch.Tensor) -> nn.Module:
+        """The plain backbone; on the first call also builds the parts and their optimisers
+        and applies a state loaded from a checkpoint."""
+        backbone = plain_backbone(model, self.name, needs=self.needs)
+        if self.built:
+            return backbone
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(torch.initial_seed())  # the epoch's seed: the same on every rank
+            parts = self.build_parts(backbone, x)
+        self.parts = {name: part.to(x.device) for name, part in parts.items()}
+        self.optimizers = self.build_optimizers()
+        if self._pending is not None:
+            state, self._pending = self._pending, None
+            self._apply_state(state)
+        return backbone
+
+    # --- training the parts ---------------------------------------------------------------
+    def update(self, loss: torch.Tensor, part: str) -> None:
+        """One optimiser step of ``self.parts[part]`` on ``loss``, touching no other
+        parameter's gradient (DDP: gradients averaged over ranks before the step)."""
+        params = [p for p in self.parts[part].parameters() if p.requires_grad]
+        grads = list(torch.autograd.grad(loss, params, allow_unused=True))
+        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+        average_across_ranks(grads)
+        for p, g in zip(params, grads):
+            p.grad = g
+        self.optimizers[part].step()
+        for p in params:
+            p.grad = None
+
+    # --- checkpoints ----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        if not self.built:  # nothing trained yet (or a loaded state still waiting)
+            return dict(self._pending or {})
+        return {"parts": {n: m.state_dict() for n, m in self.parts.items()},
+                "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
+                "extra": self.extra_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        unknown = set(state) - STATE_KEYS
+        if unknown:
+            raise CheckpointError(f"{type(self).__name__}: the checkpoint's method state has "
+                                  f"unknown keys {sorted(unknown)}; it was saved by another "
+                                  f"method or version")
+        if self.built:
+            self._apply_state(state)
+        else:
+            self._pending = state
+
+    def _apply_state(self, state: dict[str, Any]) -> None:
+        saved = state.get("parts", {})
+        if set(saved) != set(self.parts):
+            raise CheckpointError(f"{type(self).__name__}: the checkpoint holds parts "
+                                  f"{sorted(saved)}, this method has {sorted(self.parts)}")
+        try:
+            for name, part in self.parts.items():
+                part.load_state_dict(saved[name])
+            for name, optimizer in self.optimizers.items():
+                optimizer.load_state_dict(state["optimizers"][name])
+        except (RuntimeError, KeyError, ValueError) as err:
+            raise CheckpointError(f"{type(self).__name__}: the method state in the checkpoint "
+                                  f"does not fit this config (another backbone or method "
+                                  f"settings?): {str(err)[:300]}") from err
+        self.load_extra_state(state.get("extra", {}))
