@@ -105,13 +105,14 @@ class AutoMix(LearnedPolicy):
     # --- the parts ----------------------------------------------------------------------
     def build_parts(self, backbone, x):
         layer = resolve_layer(backbone, self.feature_layer, self.name)
-        with torch.no_grad():
-            features = hidden_state(backbone, x[:1], layer)
+        ema = ema_copy(backbone)
+        with torch.no_grad():  # through the copy (eval mode): the classifier's BN stays as is
+            features = hidden_state(ema, x[:1], layer)
         if features.dim() != 4:
             raise ConfigError(f"method={self.name} needs a convolutional backbone with spatial "
                               f"feature maps; {type(backbone).__name__} gives shape "
                               f"{tuple(features.shape)} at feature_layer={self.feature_layer}")
-        return {"ema": ema_copy(backbone),
+        return {"ema": ema,
                 "mix_block": PixelMixBlock(features.shape[1], self.reduction, self.lam_concat,
                                            self.upsample)}
 
