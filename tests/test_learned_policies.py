@@ -17,13 +17,15 @@ from mixbench.engine.checkpoint import load_checkpoint
 from mixbench.engine.trainer import train
 from mixbench.errors import CheckpointError, ConfigError
 from mixbench.losses import SoftTargetCrossEntropy
+from mixbench.methods.policy.adaptive_mask import mix_source_targets, mix_sources
 from mixbench.methods.policy.ema import cosine_momentum, ema_update_
 from mixbench.methods.policy.learned import average_across_ranks
 from mixbench.methods.policy.mixblock import mask_loss, mix_with_mask
 from mixbench.registry import BACKBONES, METHODS
 
 B, K, SIDE = 8, 5, 16
-LEARNED = ["automix"]
+LEARNED = ["automix", "adautomix"]
+GENERATOR = {"automix": "mix_block", "adautomix": "generator"}  # the trained extra part
 TINY = ("backbone.width=8",)
 
 
@@ -68,7 +70,7 @@ def same(a, b):
 def test_step_gives_logits_and_distribution_targets(name):
     method, model, loss = build(name), small_model(), Recorder()
     out = method.step(model, batch(), loss)
-    assert out.logits.shape[1] == K and out.logits.shape[0] in (B, 2 * B)
+    assert out.logits.shape[1] == K and out.logits.shape[0] in (B, 2 * B, 3 * B)
     assert out.loss.ndim == 0 and torch.isfinite(out.loss)
     assert loss.targets, "the loss was never called"
     for targets in loss.targets:
@@ -91,30 +93,77 @@ def test_automix_masks_are_shares_of_the_partner():
                                torch.tensor(0.4))
 
 
-def test_automix_mix_block_update_leaves_the_classifier_alone():
-    method, model = build("automix"), small_model()
+@pytest.mark.parametrize("name", LEARNED)
+def test_generator_update_leaves_the_classifier_alone_and_vice_versa(name):
+    method, model = build(name), small_model()
     method.step(model, batch(), SoftTargetCrossEntropy())  # builds the parts
     classifier_before = parameters(model)
-    block_before = snapshot(method.parts["mix_block"])
+    block_before = snapshot(method.parts[GENERATOR[name]])
     out = method.step(model, batch(), SoftTargetCrossEntropy())
     # the Mix Block moved, the classifier did not, and none of its .grad was written
-    assert not same(snapshot(method.parts["mix_block"]), block_before)
+    assert not same(snapshot(method.parts[GENERATOR[name]]), block_before)
     assert same(parameters(model), classifier_before)
     assert all(p.grad is None for p in model.parameters())
     # the EMA copy moved towards the classifier only (it has no gradients of its own)
     assert all(not p.requires_grad for p in method.parts["ema"].parameters())
     # the classifier's loss does not reach the Mix Block: a classifier update cannot move it
-    block_params = list(method.parts["mix_block"].parameters())
+    block_params = list(method.parts[GENERATOR[name]].parameters())
     grads = torch.autograd.grad(out.loss, block_params, allow_unused=True, retain_graph=True)
     assert all(g is None for g in grads)
-    block_before = snapshot(method.parts["mix_block"])
+    block_before = snapshot(method.parts[GENERATOR[name]])
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     optimizer.zero_grad()
     out.loss.backward()
     optimizer.step()
     assert not same(parameters(model), classifier_before)
-    assert same(snapshot(method.parts["mix_block"]), block_before)
+    assert same(snapshot(method.parts[GENERATOR[name]]), block_before)
     assert all(p.grad is None for p in block_params)
+
+
+def test_adautomix_masks_split_every_pixel_between_the_sources():
+    method, model = build("adautomix"), small_model()
+    x, labels = batch()
+    method.step(model, (x, labels), SoftTargetCrossEntropy())
+    lams = [0.5, 0.3, 0.2]
+    sources = method.sample_sources(B, x.device)
+    assert sources.shape == (3, B) and torch.equal(sources[0], torch.arange(B))
+    masks = method.masks(x, lams, sources)
+    assert masks.shape == (B, 3, SIDE, SIDE) and (masks > 0).all()
+    torch.testing.assert_close(masks.sum(1), torch.ones(B, SIDE, SIDE))
+    expected = sum(masks[:, i:i + 1] * x[sources[i]] for i in range(3))
+    torch.testing.assert_close(mix_sources(x, sources, masks), expected)
+    constant = torch.tensor(lams).view(1, 3, 1, 1).expand(B, -1, 1, 1)
+    torch.testing.assert_close(mix_sources(x, sources, constant),
+                               sum(lam * x[src] for lam, src in zip(lams, sources)))
+    y = torch.eye(K)[labels]
+    targets = mix_source_targets(y, sources, lams)
+    torch.testing.assert_close(targets.sum(1), torch.ones(B))
+    torch.testing.assert_close(targets, sum(lam * y[src] for lam, src in zip(lams, sources)))
+
+
+@pytest.mark.parametrize("adversarial", [True, False])
+def test_adautomix_generator_ascends_the_teacher_loss_on_adversarial_steps(adversarial):
+    """β = 1: the adversarial loss is -CE, the cooperative one CE, so one generator step
+    raises (lowers) the teacher's loss on the same mixed batch."""
+    method = build("adautomix", beta=1.0, generator_lr=0.5, generator_min_lr=0.5,
+                   generator_weight_decay=0.0)
+    model, ce = small_model(), SoftTargetCrossEntropy()
+    x, labels = batch()
+    method.step(model, (x, labels), ce)
+    method.generator_steps = 0 if adversarial else 1  # adv_interval = 2
+    y, lams = torch.eye(K)[labels], [0.5, 0.3, 0.2]
+    sources = method.sample_sources(B, x.device)
+
+    def teacher_loss():
+        with torch.no_grad():
+            mixed = mix_sources(x, sources, method.masks(x, lams, sources))
+            return ce(method.parts["ema"](mixed), mix_source_targets(y, sources, lams))
+
+    before = teacher_loss()
+    method.train_generator(x, y, lams, sources, ce)
+    after = teacher_loss()
+    assert (after > before) if adversarial else (after < before)
+    assert method.generator_steps == (1 if adversarial else 2)
 
 
 def test_ema_update_rule_on_a_hand_made_case():
@@ -138,9 +187,9 @@ def test_ema_update_rule_on_a_hand_made_case():
     assert cosine_momentum(0.99, 1.0, 0.55) == pytest.approx(0.995)
 
 
-def automix_after_steps(steps=2, seed=0):
+def after_steps(name, steps=2, seed=0):
     torch.manual_seed(seed)
-    method, model = build("automix"), small_model()
+    method, model = build(name), small_model()
     for _ in range(steps):
         method.step(model, batch(), SoftTargetCrossEntropy())
     return method, model
@@ -148,7 +197,7 @@ def automix_after_steps(steps=2, seed=0):
 
 @pytest.mark.parametrize("name", LEARNED)
 def test_state_dict_round_trip_restores_every_extra_tensor(name):
-    method, model = automix_after_steps() if name == "automix" else (None, None)
+    method, model = after_steps(name, steps=3)
     state = method.state_dict()
     assert set(state) == {"parts", "optimizers", "extra"}
     fresh = build(name)
@@ -158,6 +207,7 @@ def test_state_dict_round_trip_restores_every_extra_tensor(name):
     fresh.ensure_built(model, batch()[0])
     for part in method.parts:
         assert same(snapshot(fresh.parts[part]), snapshot(method.parts[part]))
+    assert fresh.extra_state() == method.extra_state()
     for key, optimizer in method.optimizers.items():
         ours = optimizer.state_dict()["state"]
         theirs = fresh.optimizers[key].state_dict()["state"]
@@ -173,7 +223,7 @@ def test_state_dict_round_trip_restores_every_extra_tensor(name):
 
 
 def test_state_from_another_method_is_refused():
-    method, _ = automix_after_steps(steps=1)
+    method, _ = after_steps("automix", steps=1)
     state = method.state_dict()
     with pytest.raises(CheckpointError, match="unknown keys"):
         build("automix").load_state_dict({**state, "teacher_sha256": "x"})
@@ -202,7 +252,8 @@ def test_kill_and_resume_equals_uninterrupted(name, cfg_factory, tmp_path, monke
     resumed = train(cfg_factory(*overrides, "trainer.resume=true"), tmp_path / "killed")
 
     assert resumed["test"] == full["test"]
-    strip = lambda h: [{k: v for k, v in r.items() if k != "samples_per_s"} for r in h]  # noqa: E731
+    strip = lambda h: [{k: v for k, v in r.items() if k != "samples_per_s"}  # noqa: E731
+                       for r in h]
     assert strip(resumed["history"]) == strip(full["history"])
     a, b = (load_checkpoint(d / "last.pt")["method"] for d in (tmp_path / "full",
                                                              tmp_path / "killed"))
@@ -242,12 +293,25 @@ def test_automix_config_errors():
         build("automix").setup(SimpleNamespace(task="regression", name="diabetes"), None)
 
 
-def test_step_works_under_ddp(tmp_path):
+def test_adautomix_config_errors():
+    with pytest.raises(ConfigError, match="method.num_sources"):
+        build("adautomix", num_sources=1)
+    with pytest.raises(ConfigError, match="method.beta"):
+        build("adautomix", beta=1.5)
+    with pytest.raises(ConfigError, match="method.generator_lr"):
+        build("adautomix", generator_lr=0.01, generator_min_lr=0.1)
+    with pytest.raises(ConfigError, match="method.feature_layer"):
+        build("adautomix", feature_layer=0).step(small_model(), batch(),
+                                                 SoftTargetCrossEntropy())
+
+
+@pytest.mark.parametrize("name", LEARNED)
+def test_step_works_under_ddp(name, tmp_path):
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
                             world_size=1)
     try:
         model = DistributedDataParallel(small_model())
-        method = build("automix")
+        method = build(name)
         for _ in range(2):
             method.step(model, batch(), SoftTargetCrossEntropy()).loss.backward()
     finally:

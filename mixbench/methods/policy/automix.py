@@ -26,32 +26,13 @@ from mixbench.errors import ConfigError
 from mixbench.methods.base import StepOutput, check_batch
 from mixbench.methods.model_access import check_classification_task, require_image_classification
 from mixbench.methods.policy.ema import cosine_lr, cosine_momentum, ema_copy, ema_update_
-from mixbench.methods.policy.learned import LearnedPolicy
+from mixbench.methods.policy.features import feature_channels, hidden_state, resolve_layer
+from mixbench.methods.policy.learned import LearnedPolicy, check_policy_schedule
 from mixbench.methods.policy.mixblock import PixelMixBlock, mask_loss, mix_with_mask
 from mixbench.methods.sample_mixing import mix_targets
 from mixbench.registry import METHODS
 
 UPSAMPLE_MODES = ("nearest", "bilinear")
-
-
-def resolve_layer(backbone: nn.Module, layer: int, method: str) -> int:
-    """``layer`` as in ``Backbone.forward_mixed`` (1 = stem output, k = after stage k-1);
-    negative counts from the end (-1 = the last stage's output)."""
-    deepest = len(backbone.stages) + 1
-    resolved = layer + deepest + 1 if layer < 0 else layer
-    if not 1 <= resolved <= deepest:
-        raise ConfigError(f"method.feature_layer={layer}: this backbone has feature layers "
-                          f"1..{deepest} (1 = stem, k = after stage k-1) or -1..-{deepest} "
-                          f"from the end (method={method})")
-    return resolved
-
-
-def hidden_state(backbone: nn.Module, x: torch.Tensor, layer: int) -> torch.Tensor:
-    """The output of the stem (layer 1) or of stage layer-1."""
-    h = backbone.stem(x)
-    for stage in backbone.stages[:layer - 1]:
-        h = stage(h)
-    return h
 
 
 @METHODS.register("automix")
@@ -70,20 +51,15 @@ class AutoMix(LearnedPolicy):
         super().__init__(num_classes=num_classes)
         if not alpha > 0:
             raise ConfigError(f"method.alpha must be > 0 (Beta(alpha, alpha)), got {alpha}")
-        if not 0 <= momentum <= end_momentum <= 1:
-            raise ConfigError(f"method.momentum and method.end_momentum must satisfy "
-                              f"0 <= momentum <= end_momentum <= 1, got {momentum}, "
-                              f"{end_momentum}")
+        check_policy_schedule(momentum, end_momentum, mix_block_lr, mix_block_min_lr,
+                              mix_block_weight_decay, prefix="mix_block")
         for key, value in (("mask_loss_weight", mask_loss_weight), ("mask_margin", mask_margin),
-                           ("clean_weight", clean_weight), ("mix_block_weight", mix_block_weight),
-                           ("mix_block_weight_decay", mix_block_weight_decay)):
+                           ("clean_weight", clean_weight),
+                           ("mix_block_weight", mix_block_weight)):
             if not value >= 0:
                 raise ConfigError(f"method.{key} must be >= 0, got {value}")
         if not 0 <= lam_margin < 0.5:
             raise ConfigError(f"method.lam_margin must be in [0, 0.5), got {lam_margin}")
-        if not 0 <= mix_block_min_lr <= mix_block_lr:
-            raise ConfigError(f"method.mix_block_lr must be > 0 and >= mix_block_min_lr >= 0, "
-                              f"got {mix_block_lr} and {mix_block_min_lr}")
         if upsample not in UPSAMPLE_MODES:
             raise ConfigError(f"method.upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
         if not (isinstance(reduction, int) and reduction >= 1):
@@ -104,17 +80,10 @@ class AutoMix(LearnedPolicy):
 
     # --- the parts ----------------------------------------------------------------------
     def build_parts(self, backbone, x):
-        layer = resolve_layer(backbone, self.feature_layer, self.name)
-        ema = ema_copy(backbone)
-        with torch.no_grad():  # through the copy (eval mode): the classifier's BN stays as is
-            features = hidden_state(ema, x[:1], layer)
-        if features.dim() != 4:
-            raise ConfigError(f"method={self.name} needs a convolutional backbone with spatial "
-                              f"feature maps; {type(backbone).__name__} gives shape "
-                              f"{tuple(features.shape)} at feature_layer={self.feature_layer}")
-        return {"ema": ema,
-                "mix_block": PixelMixBlock(features.shape[1], self.reduction, self.lam_concat,
-                                           self.upsample)}
+        ema = ema_copy(backbone)  # read shapes through the copy: the classifier's BN stays
+        channels = feature_channels(ema, x, self.feature_layer, self.name)
+        return {"ema": ema, "mix_block": PixelMixBlock(channels, self.reduction,
+                                                       self.lam_concat, self.upsample)}
 
     def build_optimizers(self):
         return {"mix_block": torch.optim.SGD(

@@ -23,11 +23,24 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from mixbench.errors import CheckpointError
+from mixbench.errors import CheckpointError, ConfigError
 from mixbench.methods.base import Method
 from mixbench.methods.model_access import plain_backbone
 
 STATE_KEYS = {"parts", "optimizers", "extra"}
+
+
+def check_policy_schedule(momentum: float, end_momentum: float, lr: float, min_lr: float,
+                          weight_decay: float, prefix: str) -> None:
+    """The EMA momentum schedule and the extra module's SGD settings."""
+    if not 0 <= momentum <= end_momentum <= 1:
+        raise ConfigError(f"method.momentum and method.end_momentum must satisfy "
+                          f"0 <= momentum <= end_momentum <= 1, got {momentum}, {end_momentum}")
+    if not 0 <= min_lr <= lr or lr <= 0:
+        raise ConfigError(f"method.{prefix}_lr must be > 0 and >= method.{prefix}_min_lr >= 0, "
+                          f"got {lr} and {min_lr}")
+    if not weight_decay >= 0:
+        raise ConfigError(f"method.{prefix}_weight_decay must be >= 0, got {weight_decay}")
 
 
 def average_across_ranks(grads: list[torch.Tensor]) -> None:
