@@ -12,6 +12,8 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from conftest import FAST, make_cfg, run_tool
+
 import mixbench.engine.trainer as trainer
 from mixbench.engine.checkpoint import load_checkpoint
 from mixbench.engine.trainer import train
@@ -21,6 +23,7 @@ from mixbench.methods.policy.adaptive_mask import mix_source_targets, mix_source
 from mixbench.methods.policy.ema import cosine_momentum, ema_update_
 from mixbench.methods.policy.learned import average_across_ranks
 from mixbench.methods.policy.mixblock import mask_loss, mix_with_mask
+from mixbench.methods.policy.preview import preview_run
 from mixbench.registry import BACKBONES, METHODS
 
 B, K, SIDE = 8, 5, 16
@@ -261,14 +264,47 @@ def test_kill_and_resume_equals_uninterrupted(name, cfg_factory, tmp_path, monke
         assert same(a["parts"][part], b["parts"][part])
 
 
+@pytest.fixture(scope="module")
+def digits_runs(tmp_path_factory):
+    """A 1-epoch run on digits per learned policy, through the composed Hydra config."""
+    base = tmp_path_factory.mktemp("policy_runs")
+    return {name: (train(make_cfg(*FAST, f"+method={name}", *TINY), base / name), base / name)
+            for name in LEARNED}
+
+
 @pytest.mark.parametrize("name", LEARNED)
-def test_one_epoch_on_digits_keeps_extra_modules_out_of_the_model(name, cfg_factory, tmp_path):
-    results = train(cfg_factory(f"+method={name}", *TINY), tmp_path)
+def test_one_epoch_on_digits_keeps_extra_modules_out_of_the_model(name, digits_runs):
+    results, run_dir = digits_runs[name]
     assert results["status"] == "completed" and 0 <= results["test"]["top1"] <= 1
-    state = load_checkpoint(tmp_path / "last.pt")
+    assert results["config"]["method"]["name"] == name
+    state = load_checkpoint(run_dir / "last.pt")
     plain = BACKBONES.build({"name": "small_cnn", "width": 8}, num_classes=10, in_channels=1)
     assert set(state["model"]) == set(plain.state_dict())  # the classifier alone
     assert state["method"]["parts"] and state["method"]["optimizers"]
+
+
+@pytest.mark.parametrize("name", LEARNED)
+def test_visualize_mix_draws_the_learned_policy_of_a_run(name, digits_runs, tmp_path):
+    _, run_dir = digits_runs[name]
+    preview, shown = preview_run(run_dir, n=3)
+    assert shown == name and preview.x.shape == (3, 1, 8, 8)
+    torch.testing.assert_close(preview.masks.sum(1), torch.ones(3, 8, 8))
+    n_src = preview.sources.shape[0]
+    expected = sum(preview.masks[:, i:i + 1] * preview.x[preview.sources[i]]
+                   for i in range(n_src))
+    torch.testing.assert_close(preview.mixed, expected)
+    result = run_tool("tools/visualize_mix.py", str(run_dir), "--out",
+                      str(tmp_path / "grid.png"), "--n", "3")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "grid.png").stat().st_size > 5_000
+
+
+def test_visualize_mix_refuses_a_run_without_a_learned_policy(tmp_path):
+    train(make_cfg(*FAST, *TINY), tmp_path)
+    result = run_tool("tools/visualize_mix.py", str(tmp_path))
+    assert result.returncode == 2
+    assert "method=erm" in result.stderr and "automix" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("name", LEARNED)

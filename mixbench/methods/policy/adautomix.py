@@ -32,7 +32,8 @@ from mixbench.methods.policy.adaptive_mask import (AdaptiveMaskGenerator, mix_so
                                                    mix_sources)
 from mixbench.methods.policy.ema import cosine_lr, cosine_momentum, ema_copy, ema_update_
 from mixbench.methods.policy.features import feature_channels, hidden_state, resolve_layer
-from mixbench.methods.policy.learned import LearnedPolicy, check_policy_schedule
+from mixbench.methods.policy.learned import (LearnedPolicy, PolicyPreview,
+                                             check_policy_schedule)
 from mixbench.registry import METHODS
 
 UPSAMPLE_MODES = ("nearest", "bilinear")
@@ -168,6 +169,15 @@ class AdAutoMix(LearnedPolicy):
         self.update(loss, "generator")
         self.generator_steps += 1
         return loss.detach()
+
+    def preview(self, model, x) -> PolicyPreview:
+        self.ensure_built(model, x)
+        lams = self._beta.sample((self.num_sources,))
+        lams = (lams / lams.sum()).tolist()
+        sources = self.sample_sources(len(x), x.device)
+        with torch.no_grad():
+            masks = self.masks(x, lams, sources)
+        return PolicyPreview(x, sources, masks, mix_sources(x, sources, masks), lams)
 
     def __repr__(self) -> str:
         return (f"AdAutoMix(alpha={self.alpha}, num_sources={self.num_sources}, "

@@ -27,7 +27,8 @@ from mixbench.methods.base import StepOutput, check_batch
 from mixbench.methods.model_access import check_classification_task, require_image_classification
 from mixbench.methods.policy.ema import cosine_lr, cosine_momentum, ema_copy, ema_update_
 from mixbench.methods.policy.features import feature_channels, hidden_state, resolve_layer
-from mixbench.methods.policy.learned import LearnedPolicy, check_policy_schedule
+from mixbench.methods.policy.learned import (LearnedPolicy, PolicyPreview,
+                                             check_policy_schedule)
 from mixbench.methods.policy.mixblock import PixelMixBlock, mask_loss, mix_with_mask
 from mixbench.methods.sample_mixing import mix_targets
 from mixbench.registry import METHODS
@@ -139,6 +140,16 @@ class AutoMix(LearnedPolicy):
             group["lr"] = cosine_lr(self.mix_block_lr, self.mix_block_min_lr, self.progress)
         self.update(loss, "mix_block")
         return loss.detach()
+
+    def preview(self, model, x) -> PolicyPreview:
+        self.ensure_built(model, x)
+        lam = self._beta.sample().item()
+        perm = torch.randperm(len(x), device=x.device)
+        with torch.no_grad():
+            share = self.masks(x, lam, perm)
+        return PolicyPreview(x, torch.stack([torch.arange(len(x), device=x.device), perm]),
+                             torch.cat([1 - share, share], 1), mix_with_mask(x, perm, share),
+                             [lam, 1 - lam])
 
     def __repr__(self) -> str:
         return (f"AutoMix(alpha={self.alpha}, feature_layer={self.feature_layer}, "

@@ -17,6 +17,7 @@ extra modules cost nothing at test time.
   before the modules exist (resuming) is applied right after they are built."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -41,6 +42,16 @@ def check_policy_schedule(momentum: float, end_momentum: float, lr: float, min_l
                           f"got {lr} and {min_lr}")
     if not weight_decay >= 0:
         raise ConfigError(f"method.{prefix}_weight_decay must be >= 0, got {weight_decay}")
+
+
+@dataclass
+class PolicyPreview:
+    """What a learned policy made of a batch: mixed[b] = Σ_i masks[b, i] ⊙ x[sources[i, b]]."""
+    x: torch.Tensor        # B×C×H×W
+    sources: torch.Tensor  # N×B
+    masks: torch.Tensor    # B×N×H×W, summing to 1 over N
+    mixed: torch.Tensor    # B×C×H×W
+    lams: list[float]      # the λ of each source
 
 
 def average_across_ranks(grads: list[torch.Tensor]) -> None:
@@ -71,6 +82,10 @@ class LearnedPolicy(Method):
         raise NotImplementedError
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def preview(self, model: nn.Module, x: torch.Tensor) -> "PolicyPreview":
+        """The learned policy applied to ``x`` without training anything (for figures)."""
         raise NotImplementedError
 
     def extra_state(self) -> dict[str, Any]:
