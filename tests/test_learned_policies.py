@@ -27,8 +27,9 @@ from mixbench.methods.policy.preview import preview_run
 from mixbench.registry import BACKBONES, METHODS
 
 B, K, SIDE = 8, 5, 16
-LEARNED = ["automix", "adautomix"]
-GENERATOR = {"automix": "mix_block", "adautomix": "generator"}  # the trained extra part
+LEARNED = ["automix", "adautomix", "adamixup"]
+GENERATOR = {"automix": "mix_block", "adautomix": "generator",  # the trained extra part
+             "adamixup": "generator"}
 TINY = ("backbone.width=8",)
 
 
@@ -107,8 +108,8 @@ def test_generator_update_leaves_the_classifier_alone_and_vice_versa(name):
     assert not same(snapshot(method.parts[GENERATOR[name]]), block_before)
     assert same(parameters(model), classifier_before)
     assert all(p.grad is None for p in model.parameters())
-    # the EMA copy moved towards the classifier only (it has no gradients of its own)
-    assert all(not p.requires_grad for p in method.parts["ema"].parameters())
+    if "ema" in method.parts:  # the EMA copy has no gradients of its own
+        assert all(not p.requires_grad for p in method.parts["ema"].parameters())
     # the classifier's loss does not reach the Mix Block: a classifier update cannot move it
     block_params = list(method.parts[GENERATOR[name]].parameters())
     grads = torch.autograd.grad(out.loss, block_params, allow_unused=True, retain_graph=True)
@@ -167,6 +168,39 @@ def test_adautomix_generator_ascends_the_teacher_loss_on_adversarial_steps(adver
     after = teacher_loss()
     assert (after > before) if adversarial else (after < before)
     assert method.generator_steps == (1 if adversarial else 2)
+
+
+def test_adamixup_lambda_lies_in_the_policy_range_and_the_loss_trains_both_parts():
+    method, model = build("adamixup"), small_model()
+    loss = Recorder()
+    out = method.step(model, batch(), loss)
+    lam = out.info["lam"]
+    assert lam.shape == (B,) and ((lam >= 0) & (lam <= 1)).all()  # one λ per pair
+    alpha, delta = out.info["alpha"], out.info["delta"]
+    assert 0 <= alpha <= 1 and 0 <= delta <= 1 and alpha + delta <= 1
+    torch.manual_seed(3)
+    x, _ = batch()
+    perm = torch.randperm(B)
+    with torch.no_grad():
+        lam, alpha, delta = method.policy(model, x, perm)
+    assert ((lam >= alpha - 1e-6) & (lam <= alpha + delta + 1e-6)).all()
+    assert (alpha + delta <= 1 + 1e-6).all()
+    # the discriminator and the generator both move on the joint loss
+    before = {n: snapshot(p) for n, p in method.parts.items()}
+    method.step(model, batch(), loss)
+    for name, part in method.parts.items():
+        assert not same(snapshot(part), before[name]), name
+
+
+def test_adamixup_discriminator_learns_to_tell_mixed_from_real():
+    torch.manual_seed(0)
+    method = build("adamixup", policy_lr=0.5, policy_min_lr=0.5)
+    model, ce = small_model(), SoftTargetCrossEntropy()
+    x, labels = batch()
+    first = method.step(model, (x, labels), ce).info["intrusion"]
+    for _ in range(15):
+        last = method.step(model, (x, labels), ce).info["intrusion"]
+    assert last < first
 
 
 def test_ema_update_rule_on_a_hand_made_case():
@@ -308,11 +342,14 @@ def test_visualize_mix_refuses_a_run_without_a_learned_policy(tmp_path):
 
 
 @pytest.mark.parametrize("name", LEARNED)
-def test_backbone_without_stages_is_refused(name):
-    timm_model = BACKBONES.build({"name": "timm", "model_name": "resnet10t"}, num_classes=K,
-                                 in_channels=1)
+def test_backbone_without_what_the_method_reads_is_refused(name):
+    if name == "adamixup":  # reads the features entering the head: a bare network has none
+        model = nn.Sequential(nn.Flatten(), nn.Linear(SIDE * SIDE, K))
+    else:  # reads a hidden feature map: a timm model is wrapped whole, without stages
+        model = BACKBONES.build({"name": "timm", "model_name": "resnet10t"}, num_classes=K,
+                                in_channels=1)
     with pytest.raises(ConfigError, match="mixbench's backbones"):
-        build(name).step(timm_model, batch(), SoftTargetCrossEntropy())
+        build(name).step(model, batch(), SoftTargetCrossEntropy())
 
 
 def test_automix_config_errors():

@@ -54,6 +54,15 @@ class PolicyPreview:
     lams: list[float]      # the λ of each source
 
 
+def leaf_copies(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Detached copies of a module's parameters that require gradients, for
+    ``torch.func.functional_call``: a loss computed with them has the module's gradients on
+    the copies, so the module can be updated in place while the loss's graph stays valid for
+    a later backward, and that backward never writes the module's ``.grad``."""
+    return {name: p.detach().clone().requires_grad_(p.requires_grad)
+            for name, p in module.named_parameters()}
+
+
 def average_across_ranks(grads: list[torch.Tensor]) -> None:
     """In place: each gradient becomes its mean over the DDP ranks (a no-op in one process)."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
@@ -117,11 +126,15 @@ class LearnedPolicy(Method):
         return backbone
 
     # --- training the parts ---------------------------------------------------------------
-    def update(self, loss: torch.Tensor, part: str) -> None:
+    def update(self, loss: torch.Tensor, part: str,
+               stand_ins: list[torch.Tensor] | None = None) -> None:
         """One optimiser step of ``self.parts[part]`` on ``loss``, touching no other
-        parameter's gradient (DDP: gradients averaged over ranks before the step)."""
+        parameter's gradient (DDP: gradients averaged over ranks before the step).
+        ``stand_ins``: the part's parameters entered the loss as these copies (see
+        ``leaf_copies``); the loss is then also returned to the trainer, so its graph is kept."""
         params = [p for p in self.parts[part].parameters() if p.requires_grad]
-        grads = list(torch.autograd.grad(loss, params, allow_unused=True))
+        grads = list(torch.autograd.grad(loss, params if stand_ins is None else stand_ins,
+                                         allow_unused=True, retain_graph=stand_ins is not None))
         grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
         average_across_ranks(grads)
         for p, g in zip(params, grads):
