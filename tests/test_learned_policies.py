@@ -391,19 +391,50 @@ def test_step_works_under_ddp(name, tmp_path):
         dist.destroy_process_group()
 
 
-def _average_on_rank(rank, store, results):
+def _train_on_rank(rank, store, results):
+    """On each of two gloo ranks: the gradient average, then two steps of every learned
+    policy through DDP on this rank's own data (the same method seed on both ranks, as the
+    trainer does). Spawned, not forked: a fork of a process that has trained may deadlock."""
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     try:
         grads = [torch.full((3,), float(rank + 1)), torch.tensor([10.0 * rank])]
         average_across_ranks(grads)
-        results[rank] = [g.tolist() for g in grads]
+        out = {"average": [g.tolist() for g in grads]}
+        for name in LEARNED:
+            torch.manual_seed(0)
+            model = DistributedDataParallel(small_model())
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+            method = build(name)
+            data = torch.Generator().manual_seed(100 + rank)  # each rank its own shard
+            for step in range(2):
+                torch.manual_seed(step)
+                x = torch.randn(B, 1, SIDE, SIDE, generator=data)
+                labels = torch.randint(0, K, (B,), generator=data)
+                loss = method.step(model, (x, labels), SoftTargetCrossEntropy()).loss
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            out[name] = {part: {k: v.tolist() for k, v in module.state_dict().items()}
+                         for part, module in method.parts.items()}
+        results[rank] = out
     finally:
         dist.destroy_process_group()
 
 
-def test_gradients_are_averaged_across_ranks(tmp_path):
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    store = tmp_path_factory.mktemp("ddp") / "store"
     with mp.Manager() as manager:
         results = manager.dict()
-        mp.start_processes(_average_on_rank, args=(str(tmp_path / "store"), results), nprocs=2,
-                           start_method="fork")  # fork: no re-import of torch per rank
-        assert results[0] == results[1] == [[1.5, 1.5, 1.5], [5.0]]
+        mp.start_processes(_train_on_rank, args=(str(store), results), nprocs=2,
+                           start_method="spawn")
+        return dict(results)
+
+
+def test_gradients_are_averaged_across_ranks(two_ranks):
+    assert two_ranks[0]["average"] == two_ranks[1]["average"] == [[1.5, 1.5, 1.5], [5.0]]
+
+
+@pytest.mark.parametrize("name", LEARNED)
+def test_parts_stay_identical_on_every_rank(name, two_ranks):
+    assert two_ranks[0][name] == two_ranks[1][name]

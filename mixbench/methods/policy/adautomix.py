@@ -30,7 +30,7 @@ from mixbench.methods.base import StepOutput, check_batch
 from mixbench.methods.model_access import check_classification_task, require_image_classification
 from mixbench.methods.policy.adaptive_mask import (AdaptiveMaskGenerator, mix_source_targets,
                                                    mix_sources)
-from mixbench.methods.policy.ema import cosine_lr, cosine_momentum, ema_copy, ema_update_
+from mixbench.methods.policy.ema import cosine_lr, cosine_momentum, ema_copy
 from mixbench.methods.policy.features import feature_channels, hidden_state, resolve_layer
 from mixbench.methods.policy.learned import (LearnedPolicy, PolicyPreview,
                                              check_policy_schedule)
@@ -124,8 +124,8 @@ class AdAutoMix(LearnedPolicy):
         y = self.targets(labels, x.dtype)
         check_batch(x, y, self.num_classes)
         backbone = self.ensure_built(model, x)
-        ema_update_(self.parts["ema"], backbone,
-                    cosine_momentum(self.momentum, self.end_momentum, self.progress))
+        self.update_ema(backbone,
+                        cosine_momentum(self.momentum, self.end_momentum, self.progress))
         b = len(x)
         lams = self._beta.sample((self.num_sources,))
         lams = (lams / lams.sum()).tolist()

@@ -25,7 +25,7 @@ from torch import nn
 from mixbench.errors import ConfigError
 from mixbench.methods.base import StepOutput, check_batch
 from mixbench.methods.model_access import check_classification_task, require_image_classification
-from mixbench.methods.policy.ema import cosine_lr, cosine_momentum, ema_copy, ema_update_
+from mixbench.methods.policy.ema import cosine_lr, cosine_momentum, ema_copy
 from mixbench.methods.policy.features import feature_channels, hidden_state, resolve_layer
 from mixbench.methods.policy.learned import (LearnedPolicy, PolicyPreview,
                                              check_policy_schedule)
@@ -106,8 +106,8 @@ class AutoMix(LearnedPolicy):
         y = self.targets(labels, x.dtype)
         check_batch(x, y, self.num_classes)
         backbone = self.ensure_built(model, x)
-        ema_update_(self.parts["ema"], backbone,
-                    cosine_momentum(self.momentum, self.end_momentum, self.progress))
+        self.update_ema(backbone,
+                        cosine_momentum(self.momentum, self.end_momentum, self.progress))
         b = len(x)
         lam_block, lam = self._beta.sample((2,)).tolist()
         perm_block = torch.randperm(b, device=x.device)

@@ -12,7 +12,8 @@ extra modules cost nothing at test time.
 - They are updated inside ``step`` by ``update``: gradients of their own loss w.r.t. their
   own parameters only (``torch.autograd.grad``), so the classifier's ``.grad`` is never
   touched (the trainer zeroes it after ``step`` anyway); under DDP those gradients are
-  averaged over the ranks first, so the modules stay identical on every rank.
+  averaged over the ranks first, and an EMA copy takes rank 0's BatchNorm statistics, so the
+  modules stay identical on every rank.
 - ``state_dict`` holds the modules, the optimisers and ``extra_state()``; a state loaded
   before the modules exist (resuming) is applied right after they are built."""
 from __future__ import annotations
@@ -27,6 +28,7 @@ from torch import nn
 from mixbench.errors import CheckpointError, ConfigError
 from mixbench.methods.base import Method
 from mixbench.methods.model_access import plain_backbone
+from mixbench.methods.policy.ema import ema_update_
 
 STATE_KEYS = {"parts", "optimizers", "extra"}
 
@@ -71,6 +73,15 @@ def average_across_ranks(grads: list[torch.Tensor]) -> None:
     for g in grads:
         dist.all_reduce(g)
         g.div_(world)
+
+
+def broadcast_buffers_from_rank0(module: nn.Module) -> None:
+    """Under DDP each rank's BatchNorm statistics drift apart between forwards (DDP re-sends
+    rank 0's at the next forward); copies of them take rank 0's, as DDP does."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer, src=0)
 
 
 class LearnedPolicy(Method):
@@ -126,6 +137,11 @@ class LearnedPolicy(Method):
         return backbone
 
     # --- training the parts ---------------------------------------------------------------
+    def update_ema(self, backbone: nn.Module, momentum: float) -> None:
+        """``self.parts["ema"]`` ← EMA of the classifier, the same on every DDP rank."""
+        ema_update_(self.parts["ema"], backbone, momentum)
+        broadcast_buffers_from_rank0(self.parts["ema"])
+
     def update(self, loss: torch.Tensor, part: str,
                stand_ins: list[torch.Tensor] | None = None) -> None:
         """One optimiser step of ``self.parts[part]`` on ``loss``, touching no other
