@@ -110,11 +110,16 @@ class AdAutoMix(LearnedPolicy):
                            + [torch.randperm(b, device=device)
                               for _ in range(self.num_sources - 1)])
 
-    def masks(self, x: torch.Tensor, lams: list[float], sources: torch.Tensor) -> torch.Tensor:
-        """B×N×H×W masks from the teacher's features (gradients reach the generator only)."""
+    def ema_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The teacher's feature map at ``feature_layer`` (no gradient)."""
         ema = self.parts["ema"]
         with torch.no_grad():
-            features = hidden_state(ema, x, resolve_layer(ema, self.feature_layer, self.name))
+            return hidden_state(ema, x, resolve_layer(ema, self.feature_layer, self.name))
+
+    def masks(self, x: torch.Tensor, lams: list[float], sources: torch.Tensor,
+              features: torch.Tensor | None = None) -> torch.Tensor:
+        """B×N×H×W masks from the teacher's features (gradients reach the generator only)."""
+        features = self.ema_features(x) if features is None else features
         return self.parts["generator"](features, lams, sources, x.shape[-2:])
 
     # --- the step -----------------------------------------------------------------------
@@ -134,13 +139,14 @@ class AdAutoMix(LearnedPolicy):
 
         constant = torch.tensor(lams, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
         constant = constant.expand(b, -1, 1, 1)
+        features = self.ema_features(x)  # read once for both sets of masks
         if min(lams[0], 1 - lams[0]) <= self.lam_margin:
             masks = constant  # plain N-way mixup, as the authors' code
         else:
             with torch.no_grad():  # the generator as it is before this step's update
-                masks = self.masks(x, lams, sources)
+                masks = self.masks(x, lams, sources, features)
 
-        generator_loss = self.train_generator(x, y, lams, sources_gen, loss_fn)
+        generator_loss = self.train_generator(x, y, lams, sources_gen, loss_fn, features)
 
         y_mixed = mix_source_targets(y, sources, lams)
         linear, generated = mix_sources(x, sources, constant), mix_sources(x, sources, masks)
@@ -150,11 +156,11 @@ class AdAutoMix(LearnedPolicy):
                 + loss_fn(logits[2 * b:], y_mixed))
         return StepOutput(loss, logits, {"lam": lams[0], "generator_loss": generator_loss})
 
-    def train_generator(self, x, y, lams, sources, loss_fn) -> torch.Tensor:
+    def train_generator(self, x, y, lams, sources, loss_fn, features=None) -> torch.Tensor:
         """One generator update against the EMA teacher (adversarial every adv_interval-th
         step, cooperative otherwise)."""
         teacher = self.parts["ema"]
-        mixed_logits = teacher(mix_sources(x, sources, self.masks(x, lams, sources)))
+        mixed_logits = teacher(mix_sources(x, sources, self.masks(x, lams, sources, features)))
         ce = loss_fn(mixed_logits, mix_source_targets(y, sources, lams))
         if self.generator_steps % self.adv_interval == 0:
             with torch.no_grad():

@@ -91,13 +91,18 @@ class AutoMix(LearnedPolicy):
             self.parts["mix_block"].parameters(), lr=self.mix_block_lr,
             momentum=self.mix_block_momentum, weight_decay=self.mix_block_weight_decay)}
 
-    def masks(self, x: torch.Tensor, lam: float, perm: torch.Tensor) -> torch.Tensor:
+    def ema_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The EMA copy's feature map at ``feature_layer`` (no gradient)."""
+        ema = self.parts["ema"]
+        with torch.no_grad():
+            return hidden_state(ema, x, resolve_layer(ema, self.feature_layer, self.name))
+
+    def masks(self, x: torch.Tensor, lam: float, perm: torch.Tensor,
+              features: torch.Tensor | None = None) -> torch.Tensor:
         """The partner's share B×1×H×W that the Mix Block gives for (λ, perm), from the EMA
         copy's features (gradients reach the Mix Block only)."""
-        ema, block = self.parts["ema"], self.parts["mix_block"]
-        with torch.no_grad():
-            features = hidden_state(ema, x, resolve_layer(ema, self.feature_layer, self.name))
-        return block(features, lam, perm, x.shape[-2:])
+        features = self.ema_features(x) if features is None else features
+        return self.parts["mix_block"](features, lam, perm, x.shape[-2:])
 
     # --- the step -----------------------------------------------------------------------
     def step(self, model: nn.Module, batch, loss_fn) -> StepOutput:
@@ -114,12 +119,13 @@ class AutoMix(LearnedPolicy):
         perm = torch.randperm(b, device=x.device)
 
         # The classifier's mask, from the Mix Block as it is before this step's update.
+        features = self.ema_features(x)  # read once for both masks
         with torch.no_grad():
-            share = self.masks(x, lam, perm)
+            share = self.masks(x, lam, perm, features)
         if min(lam, 1 - lam) <= self.lam_margin:
             share = torch.full_like(share, 1 - lam)
 
-        block_loss = self.train_mix_block(x, y, lam_block, perm_block, loss_fn)
+        block_loss = self.train_mix_block(x, y, lam_block, perm_block, loss_fn, features)
 
         mixed, y_mixed = mix_with_mask(x, perm, share), mix_targets(y, perm, lam)
         if self.clean_weight > 0:
@@ -130,9 +136,9 @@ class AutoMix(LearnedPolicy):
             loss = loss_fn(logits, y_mixed)
         return StepOutput(loss, logits, {"lam": lam, "mix_block_loss": block_loss})
 
-    def train_mix_block(self, x, y, lam, perm, loss_fn) -> torch.Tensor:
+    def train_mix_block(self, x, y, lam, perm, loss_fn, features=None) -> torch.Tensor:
         """One update of the Mix Block on the EMA copy's loss for its mixed batch."""
-        share = self.masks(x, lam, perm)
+        share = self.masks(x, lam, perm, features)
         logits = self.parts["ema"](mix_with_mask(x, perm, share))
         loss = (self.mix_block_weight * loss_fn(logits, mix_targets(y, perm, lam))
                 + self.mask_loss_weight * mask_loss(share, lam, self.mask_margin))
