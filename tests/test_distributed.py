@@ -198,6 +198,7 @@ NOT_IN_OPENMIXUP_TABLE = {"cmixup", "attentivemix", "mixkd", "transmix"}
 def test_openmixup_sweep_preset_covers_every_classification_method():
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
 
     from conftest import CONFIG_DIR
 
@@ -205,11 +206,18 @@ def test_openmixup_sweep_preset_covers_every_classification_method():
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=["experiment=cifar100_r18_openmixup_sweep"],
                       return_hydra_config=True)
+        policies = compose("train", overrides=["experiment=cifar100_r18_openmixup_policies"],
+                           return_hydra_config=True)
     params = cfg.hydra.sweeper.params
     swept = set(params["+method"].split(","))
+    # the learned policies have their own preset on the same protocol
+    swept_policies = set(policies.hydra.sweeper.params["+method"].split(","))
     shipped = {p.stem for p in (ROOT / "configs" / "method").glob("*.yaml")}
-    assert swept == shipped - NOT_IN_OPENMIXUP_TABLE
-    assert params["seed"] == "0,1,2"
+    assert swept | swept_policies == shipped - NOT_IN_OPENMIXUP_TABLE
+    assert not swept & swept_policies
+    assert params["seed"] == "0,1,2" == policies.hydra.sweeper.params["seed"]
+    assert OmegaConf.to_container(policies.optimizer) == OmegaConf.to_container(cfg.optimizer)
+    assert policies.trainer.epochs == cfg.trainer.epochs
     assert (cfg.dataset.name, cfg.backbone.name, cfg.trainer.epochs, cfg.trainer.batch_size,
             cfg.optimizer.lr, cfg.optimizer.weight_decay) == ("cifar100", "resnet18", 200,
                                                                 100, 0.1, 1e-4)
