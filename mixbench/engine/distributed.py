@@ -3,8 +3,8 @@
 ``trainer.devices=N`` starts N processes from inside the Hydra job (torch.multiprocessing
 spawn; NCCL on CUDA, gloo on CPU). Under ``torchrun`` the ranks read RANK / WORLD_SIZE /
 LOCAL_RANK from the environment instead, and a SLURM job with one task per GPU (Hydra's
-submitit launcher) exports its task ids as those variables. Each rank trains on its slice of every global batch;
-rank 0 alone writes checkpoints, logs and results.json."""
+submitit launcher) exports its task ids as those variables. Each rank trains on its slice
+of every global batch; rank 0 alone writes checkpoints, logs and results.json."""
 from __future__ import annotations
 
 import logging

@@ -65,7 +65,8 @@ def resolve_device(name: str, info: DistInfo = SINGLE) -> torch.device:
     if device.type == "cuda" and info.enabled:
         device = torch.device("cuda", info.local_rank)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"trainer.device={name} but CUDA is not available; use trainer.device=cpu")
+        raise ConfigError(f"trainer.device={name} but CUDA is not available; "
+                          f"use trainer.device=cpu")
     return device
 
 
@@ -428,7 +429,8 @@ def evaluate_run(run_dir: str | Path, device: str = "auto") -> dict:
                    status="completed" if complete else "partial",
                    timings={"train_s": state["train_s"],
                             "eval_s": time.perf_counter() - eval_start,
-                            "samples_per_s": samples / state["train_s"] if state["train_s"] else None})
+                            "samples_per_s": (samples / state["train_s"] if state["train_s"]
+                                              else None)})
     results.pop("error", None)
     write_json_atomic(results_path, results)
     return results

@@ -67,5 +67,5 @@ def mse() -> MeanSquaredError:
 # Registered after the classes above (bce, focal, decoupled): calibration.py imports nothing
 # from here, so there is no cycle.
 from mixbench.losses import calibration  # noqa: E402,F401  (registration)
-from mixbench.losses.calibration import (BinaryCrossEntropy, DecoupledMixupLoss,  # noqa: E402
+from mixbench.losses.calibration import (BinaryCrossEntropy, DecoupledMixupLoss,  # noqa: E402,F401
                                          FocalLoss)

@@ -34,7 +34,6 @@ from mixbench.methods.base import StepOutput, check_batch
 from mixbench.methods.model_access import check_classification_task
 from mixbench.methods.policy.ema import cosine_lr
 from mixbench.methods.policy.learned import LearnedPolicy, PolicyPreview, leaf_copies
-from mixbench.methods.sample_mixing import mix_targets
 from mixbench.registry import METHODS
 
 
