@@ -31,7 +31,7 @@ from mixbench.methods.model_access import check_classification_task, require_ima
 from mixbench.methods.policy.adaptive_mask import (AdaptiveMaskGenerator, mix_source_targets,
                                                    mix_sources)
 from mixbench.methods.policy.ema import cosine_lr, cosine_momentum, ema_copy
-from mixbench.methods.policy.features import feature_channels, hidden_state, resolve_layer
+from mixbench.methods.policy.features import feature_channels, frozen_features
 from mixbench.methods.policy.learned import (LearnedPolicy, PolicyPreview,
                                              check_policy_schedule)
 from mixbench.registry import METHODS
@@ -112,9 +112,7 @@ class AdAutoMix(LearnedPolicy):
 
     def ema_features(self, x: torch.Tensor) -> torch.Tensor:
         """The teacher's feature map at ``feature_layer`` (no gradient)."""
-        ema = self.parts["ema"]
-        with torch.no_grad():
-            return hidden_state(ema, x, resolve_layer(ema, self.feature_layer, self.name))
+        return frozen_features(self.parts["ema"], x, self.feature_layer, self.name)
 
     def masks(self, x: torch.Tensor, lams: list[float], sources: torch.Tensor,
               features: torch.Tensor | None = None) -> torch.Tensor:

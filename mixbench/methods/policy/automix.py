@@ -26,7 +26,7 @@ from mixbench.errors import ConfigError
 from mixbench.methods.base import StepOutput, check_batch
 from mixbench.methods.model_access import check_classification_task, require_image_classification
 from mixbench.methods.policy.ema import cosine_lr, cosine_momentum, ema_copy
-from mixbench.methods.policy.features import feature_channels, hidden_state, resolve_layer
+from mixbench.methods.policy.features import feature_channels, frozen_features
 from mixbench.methods.policy.learned import (LearnedPolicy, PolicyPreview,
                                              check_policy_schedule)
 from mixbench.methods.policy.mixblock import PixelMixBlock, mask_loss, mix_with_mask
@@ -93,9 +93,7 @@ class AutoMix(LearnedPolicy):
 
     def ema_features(self, x: torch.Tensor) -> torch.Tensor:
         """The EMA copy's feature map at ``feature_layer`` (no gradient)."""
-        ema = self.parts["ema"]
-        with torch.no_grad():
-            return hidden_state(ema, x, resolve_layer(ema, self.feature_layer, self.name))
+        return frozen_features(self.parts["ema"], x, self.feature_layer, self.name)
 
     def masks(self, x: torch.Tensor, lam: float, perm: torch.Tensor,
               features: torch.Tensor | None = None) -> torch.Tensor:

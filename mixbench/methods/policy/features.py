@@ -28,11 +28,17 @@ def hidden_state(backbone: nn.Module, x: torch.Tensor, layer: int) -> torch.Tens
     return h
 
 
+@torch.no_grad()
+def frozen_features(backbone: nn.Module, x: torch.Tensor, layer: int, method: str) -> torch.Tensor:
+    """``hidden_state`` at the configured ``layer`` without gradients (the EMA copy's features
+    that condition a mask generator)."""
+    return hidden_state(backbone, x, resolve_layer(backbone, layer, method))
+
+
 def feature_channels(backbone: nn.Module, x: torch.Tensor, layer: int, method: str) -> int:
     """Channels of the spatial feature map at ``layer`` (read without gradients; pass the
     EMA copy, in eval mode, so no BN statistics move)."""
-    with torch.no_grad():
-        features = hidden_state(backbone, x[:1], resolve_layer(backbone, layer, method))
+    features = frozen_features(backbone, x[:1], layer, method)
     if features.dim() != 4:
         raise ConfigError(f"method={method} needs a convolutional backbone with spatial "
                           f"feature maps; {type(backbone).__name__} gives shape "
