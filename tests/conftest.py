@@ -39,3 +39,26 @@ def run_tool(*args: str, cwd: Path | None = None, timeout: int = 300):
 
     return subprocess.run([sys.executable, *args], cwd=cwd or ROOT, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def kill_in_epoch_two(cfg, run_dir, monkeypatch) -> None:
+    """Train ``cfg`` in ``run_dir`` and stop it as a kill would when epoch 2 starts (after
+    epoch 1's checkpoint), for kill-and-resume tests."""
+    import mixbench.engine.trainer as trainer
+
+    real_epoch = trainer.train_one_epoch
+
+    def dies_in_epoch_two(*args, **kwargs):
+        if args[7] == 1:  # the epoch index
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_one_epoch", dies_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(cfg, run_dir)
+    monkeypatch.setattr(trainer, "train_one_epoch", real_epoch)
+
+
+def without_timings(history: list[dict]) -> list[dict]:
+    """A run's history without its wall-clock rates (which never repeat exactly)."""
+    return [{k: v for k, v in record.items() if k != "samples_per_s"} for record in history]

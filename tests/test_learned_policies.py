@@ -12,9 +12,8 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from conftest import FAST, make_cfg, run_tool
+from conftest import FAST, kill_in_epoch_two, make_cfg, run_tool, without_timings
 
-import mixbench.engine.trainer as trainer
 from mixbench.engine.checkpoint import load_checkpoint
 from mixbench.engine.trainer import train
 from mixbench.errors import CheckpointError, ConfigError
@@ -274,24 +273,11 @@ def test_state_from_another_method_is_refused():
 def test_kill_and_resume_equals_uninterrupted(name, cfg_factory, tmp_path, monkeypatch):
     overrides = (f"+method={name}", *TINY, "trainer.epochs=2", "seed=5")
     full = train(cfg_factory(*overrides), tmp_path / "full")
-
-    real_epoch = trainer.train_one_epoch
-
-    def dies_in_epoch_two(*args, **kwargs):
-        if args[7] == 1:  # the epoch index
-            raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "train_one_epoch", dies_in_epoch_two)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg_factory(*overrides), tmp_path / "killed")
-    monkeypatch.setattr(trainer, "train_one_epoch", real_epoch)
+    kill_in_epoch_two(cfg_factory(*overrides), tmp_path / "killed", monkeypatch)
     resumed = train(cfg_factory(*overrides, "trainer.resume=true"), tmp_path / "killed")
 
     assert resumed["test"] == full["test"]
-    strip = lambda h: [{k: v for k, v in r.items() if k != "samples_per_s"}  # noqa: E731
-                       for r in h]
-    assert strip(resumed["history"]) == strip(full["history"])
+    assert without_timings(resumed["history"]) == without_timings(full["history"])
     a, b = (load_checkpoint(d / "last.pt")["method"] for d in (tmp_path / "full",
                                                              tmp_path / "killed"))
     for part in a["parts"]:

@@ -5,10 +5,11 @@ import json
 import pytest
 import torch
 
-import mixbench.engine.trainer as trainer
 from mixbench.engine.trainer import evaluate_run, train
 from mixbench.errors import CheckpointError, ConfigError, NonFiniteLossError, RunExistsError
 from mixbench.losses import SoftTargetCrossEntropy
+
+from conftest import kill_in_epoch_two, without_timings
 
 METRICS = {"top1", "top5", "nll", "brier", "ece", "aece", "mce", "cwece"}
 
@@ -49,24 +50,12 @@ def test_same_seed_same_metrics_other_seed_differs(cfg_factory, tmp_path):
 def test_kill_and_resume_equals_uninterrupted(cfg_factory, tmp_path, monkeypatch):
     overrides = ("+method=cutmix", "trainer.epochs=3", "seed=5")
     full = train(cfg_factory(*overrides), tmp_path / "full")
-
-    real_epoch = trainer.train_one_epoch
-
-    def dies_in_epoch_two(*args, **kwargs):
-        if args[7] == 1:  # the epoch index
-            raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "train_one_epoch", dies_in_epoch_two)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg_factory(*overrides), tmp_path / "killed")
+    kill_in_epoch_two(cfg_factory(*overrides), tmp_path / "killed", monkeypatch)
     assert read(tmp_path / "killed")["status"] == "interrupted"
-    monkeypatch.setattr(trainer, "train_one_epoch", real_epoch)
 
     resumed = train(cfg_factory(*overrides, "trainer.resume=true"), tmp_path / "killed")
     assert resumed["test"] == full["test"] and resumed["temperature"] == full["temperature"]
-    strip = lambda h: [{k: v for k, v in r.items() if k != "samples_per_s"} for r in h]  # noqa: E731
-    assert strip(resumed["history"]) == strip(full["history"])
+    assert without_timings(resumed["history"]) == without_timings(full["history"])
 
 
 def test_existing_run_is_not_overwritten(cfg_factory, tmp_path):
