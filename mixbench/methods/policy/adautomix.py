@@ -26,8 +26,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from mixbench.errors import ConfigError
-from mixbench.methods.base import StepOutput, check_batch
-from mixbench.methods.model_access import check_classification_task, require_image_classification
+from mixbench.methods.base import StepOutput
+from mixbench.methods.model_access import check_classification_task
 from mixbench.methods.policy.adaptive_mask import (AdaptiveMaskGenerator, mix_source_targets,
                                                    mix_sources)
 from mixbench.methods.policy.ema import cosine_lr, cosine_momentum, ema_copy
@@ -122,11 +122,7 @@ class AdAutoMix(LearnedPolicy):
 
     # --- the step -----------------------------------------------------------------------
     def step(self, model: nn.Module, batch, loss_fn) -> StepOutput:
-        x, labels = batch[0], batch[1]
-        require_image_classification(x, labels, self.name)
-        y = self.targets(labels, x.dtype)
-        check_batch(x, y, self.num_classes)
-        backbone = self.ensure_built(model, x)
+        x, y, backbone = self.image_step_inputs(model, batch)
         self.update_ema(backbone,
                         cosine_momentum(self.momentum, self.end_momentum, self.progress))
         b = len(x)

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from mixbench.errors import ConfigError
-from mixbench.methods.base import StepOutput, check_batch
-from mixbench.methods.model_access import check_classification_task, require_image_classification
+from mixbench.methods.base import StepOutput
+from mixbench.methods.model_access import check_classification_task
 from mixbench.methods.policy.ema import cosine_lr, cosine_momentum, ema_copy
 from mixbench.methods.policy.features import feature_channels, frozen_features
 from mixbench.methods.policy.learned import (LearnedPolicy, PolicyPreview,
@@ -104,11 +104,7 @@ class AutoMix(LearnedPolicy):
 
     # --- the step -----------------------------------------------------------------------
     def step(self, model: nn.Module, batch, loss_fn) -> StepOutput:
-        x, labels = batch[0], batch[1]
-        require_image_classification(x, labels, self.name)
-        y = self.targets(labels, x.dtype)
-        check_batch(x, y, self.num_classes)
-        backbone = self.ensure_built(model, x)
+        x, y, backbone = self.image_step_inputs(model, batch)
         self.update_ema(backbone,
                         cosine_momentum(self.momentum, self.end_momentum, self.progress))
         b = len(x)

@@ -26,8 +26,8 @@ import torch.distributed as dist
 from torch import nn
 
 from mixbench.errors import CheckpointError, ConfigError
-from mixbench.methods.base import Method
-from mixbench.methods.model_access import plain_backbone
+from mixbench.methods.base import Method, check_batch
+from mixbench.methods.model_access import plain_backbone, require_image_classification
 from mixbench.methods.policy.ema import ema_update_
 
 STATE_KEYS = {"parts", "optimizers", "extra"}
@@ -135,6 +135,16 @@ class LearnedPolicy(Method):
             state, self._pending = self._pending, None
             self._apply_state(state)
         return backbone
+
+    def image_step_inputs(self, model: nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor,
+                                                                  nn.Module]:
+        """(x, soft targets, plain backbone) of an image-classification batch, checked, with
+        the parts built on first use: how a mask-generating policy's step begins."""
+        x, labels = batch[0], batch[1]
+        require_image_classification(x, labels, self.name)
+        y = self.targets(labels, x.dtype)
+        check_batch(x, y, self.num_classes)
+        return x, y, self.ensure_built(model, x)
 
     # --- training the parts ---------------------------------------------------------------
     def update_ema(self, backbone: nn.Module, momentum: float) -> None:
