@@ -8,9 +8,9 @@ backbone, batch and device for every method. Methods run round-robin (one step e
 round, after a warm-up round) so drifting load on a shared machine hits them alike; the
 table gives the median per method and its ratio to ERM's median. AttentiveMix's frozen
 network is a randomly initialised copy of the backbone (its speed does not depend on the
-weights). The learned policies (automix, adautomix, adamixup) build their extra modules in the
-warm-up round: the timed steps include their generator update, not its construction. Run it
-on an idle machine for numbers worth quoting."""
+weights). The learned policies (automix, samix, adautomix, adamixup) build their extra
+modules in the warm-up round: the timed steps include their generator update, not its
+construction. Run it on an idle machine for numbers worth quoting."""
 from __future__ import annotations
 
 import argparse
@@ -26,7 +26,7 @@ from benchmarks.common import quiet_malloc  # noqa: E402
 
 # TransMix needs a ViT backbone, so it is not timed here.
 METHODS_TIMED = ["erm", "mixup", "cutmix", "manifoldmix", "regmixup", "snapmix", "puzzlemix",
-                 "attentivemix", "alignmix", "automix", "adautomix", "adamixup"]
+                 "attentivemix", "alignmix", "automix", "samix", "adautomix", "adamixup"]
 
 
 def build_methods(names, backbone_cfg, num_classes, in_channels, folder: Path):

@@ -21,14 +21,16 @@ from mixbench.losses import SoftTargetCrossEntropy
 from mixbench.methods.policy.adaptive_mask import mix_source_targets, mix_sources
 from mixbench.methods.policy.ema import cosine_momentum, ema_update_
 from mixbench.methods.policy.learned import average_across_ranks
-from mixbench.methods.policy.mixblock import mask_loss, mix_with_mask
+from mixbench.methods.policy.mixblock import (mask_loss, mask_variance, mix_with_mask,
+                                              rescale_lambda)
+from mixbench.methods.policy.samix import eta_balanced_cross_entropy
 from mixbench.methods.policy.preview import preview_run
 from mixbench.registry import BACKBONES, METHODS
 
 B, K, SIDE = 8, 5, 16
-LEARNED = ["automix", "adautomix", "adamixup"]
-GENERATOR = {"automix": "mix_block", "adautomix": "generator",  # the trained extra part
-             "adamixup": "generator"}
+LEARNED = ["automix", "samix", "adautomix", "adamixup"]
+GENERATOR = {"automix": "mix_block", "samix": "mix_block",  # the trained extra part
+             "adautomix": "generator", "adamixup": "generator"}
 TINY = ("backbone.width=8",)
 
 
@@ -94,6 +96,62 @@ def test_automix_masks_are_shares_of_the_partner():
     assert mask_loss(torch.full((2, 1, 4, 4), 0.7), 0.35, margin=0.1) == 0
     torch.testing.assert_close(mask_loss(torch.full((2, 1, 4, 4), 0.2), 0.3, margin=0.1),
                                torch.tensor(0.4))
+
+
+def test_samix_masks_are_shares_that_depend_on_lambda():
+    method, model = build("samix"), small_model()
+    x, labels = batch()
+    method.step(model, (x, labels), SoftTargetCrossEntropy())
+    perm = torch.randperm(B)
+    share = method.masks(x, 0.3, perm)
+    assert share.shape == (B, 1, SIDE, SIDE) and ((share > 0) & (share < 1)).all()
+    assert not torch.allclose(method.masks(x, 0.7, perm), share)  # λ scales the features
+    assert method.parts["mix_block"].upsample == "bilinear"
+    assert not list(method.parts["mix_block"].buffers())  # no BN statistics to drift apart
+
+
+def test_samix_lambda_rescaling():
+    for k in (0.0, 0.25, 1.0, 10.0):
+        assert rescale_lambda(0.0, k) == 0 and rescale_lambda(1.0, k) == pytest.approx(1)
+        assert rescale_lambda(0.5, k) == pytest.approx(0.5)
+        for lam in (0.1, 0.3):  # symmetric about ½ and pulled towards it
+            assert rescale_lambda(1 - lam, k) == pytest.approx(1 - rescale_lambda(lam, k))
+            assert lam < rescale_lambda(lam, k) < 0.5
+    # hand-computed: k = 0.25, λ = 0.1 → (4/3·0.001 − 0.02 + 0.125) / (0.25 + 1/3)
+    assert rescale_lambda(0.1, 0.25) == pytest.approx((0.004 / 3 + 0.105) / (7 / 12))
+    assert rescale_lambda(0.1, 1.0) > rescale_lambda(0.1, 10.0)  # larger k: closer to λ
+    assert rescale_lambda(0.1, -1) == 0.1
+
+
+def test_eta_balanced_loss_splits_mixup_ce_into_pair_and_rest():
+    logits = torch.tensor([[2.0, 0.5, -1.0, 0.3], [0.1, 0.2, 0.3, 0.4]])
+    target = torch.tensor([[0.7, 0.3, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
+    torch.testing.assert_close(eta_balanced_cross_entropy(logits, target, 1.0),
+                               SoftTargetCrossEntropy()(logits, target))
+    # by hand, row 0: p_pair = softmax over the pair; row 1: one class, no local term
+    p = torch.softmax(logits, -1)
+    pair = p[0, :2].sum()
+    local = -(0.7 * torch.log(p[0, 0] / pair) + 0.3 * torch.log(p[0, 1] / pair))
+    expected = (local - 0.5 * torch.log(pair) - 0.5 * torch.log(p[1, 2])) / 2
+    torch.testing.assert_close(eta_balanced_cross_entropy(logits, target, 0.5), expected)
+    # η = 0: only how the pair shares its probability counts, not the other classes' logits
+    moved = logits.clone()
+    moved[0, 2:] += torch.tensor([5.0, -3.0])
+    torch.testing.assert_close(eta_balanced_cross_entropy(moved[:1], target[:1], 0.0),
+                               eta_balanced_cross_entropy(logits[:1], target[:1], 0.0))
+
+
+def test_samix_mix_block_objective_is_eta_balanced_plus_l1_minus_variance():
+    method = build("samix", eta=0.25, mask_loss_weight=0.5, mask_variance_weight=3.0)
+    logits, targets = torch.randn(B, K), torch.softmax(torch.randn(B, K), -1)
+    share = torch.rand(B, 1, SIDE, SIDE)
+    torch.testing.assert_close(mask_variance(share), share.var(unbiased=False))
+    assert mask_variance(torch.full((2, 1, 4, 4), 0.5)) == 0
+    expected = (eta_balanced_cross_entropy(logits, targets, 0.25)
+                + 0.5 * (mask_loss(share, 0.4, 0.1) - 3.0 * mask_variance(share)))
+    never = None  # the run's loss is the classifier's: the Mix Block does not use it
+    torch.testing.assert_close(method.mix_block_objective(logits, targets, share, 0.4, never),
+                               expected)
 
 
 @pytest.mark.parametrize("name", LEARNED)
@@ -350,6 +408,19 @@ def test_automix_config_errors():
                               SoftTargetCrossEntropy())
     with pytest.raises(ConfigError, match="classification"):
         build("automix").setup(SimpleNamespace(task="regression", name="diabetes"), None)
+
+
+def test_samix_config_errors():
+    with pytest.raises(ConfigError, match="lam_concat"):
+        build("samix", lam_concat=True)
+    with pytest.raises(ConfigError, match="eta"):
+        build("samix", eta=-0.1)
+    with pytest.raises(ConfigError, match="lam_k"):
+        build("samix", lam_k=-0.5)
+    with pytest.raises(ConfigError, match="mask_variance_weight"):
+        build("samix", mask_variance_weight=-1)
+    with pytest.raises(ConfigError, match="no option.*bogus.*mix_block_lr"):
+        build("samix", bogus=1)
 
 
 def test_adautomix_config_errors():

@@ -2,9 +2,9 @@
 
     python tools/visualize_mix.py RUN_DIR [--out FILE] [--n 8] [--seed 0] [--device cpu]
 
-RUN_DIR is a run folder holding last.pt, trained with a learned policy (automix, adautomix,
-adamixup); its generator (and EMA copy) are restored from the checkpoint and applied to the
-first N test images. The figure goes to RUN_DIR/mixing.png unless --out says otherwise.
+RUN_DIR is a run folder holding last.pt, trained with a learned policy (automix, samix,
+adautomix, adamixup); its generator (and EMA copy) are restored from the checkpoint and applied
+to the first N test images. The figure goes to RUN_DIR/mixing.png unless --out says otherwise.
 Runs of methods without a learned policy are refused with a message naming those that have
 one.
 """

@@ -83,8 +83,10 @@ class AutoMix(LearnedPolicy):
     def build_parts(self, backbone, x):
         ema = ema_copy(backbone)  # read shapes through the copy: the classifier's BN stays
         channels = feature_channels(ema, x, self.feature_layer, self.name)
-        return {"ema": ema, "mix_block": PixelMixBlock(channels, self.reduction,
-                                                       self.lam_concat, self.upsample)}
+        return {"ema": ema, "mix_block": self.make_mix_block(channels)}
+
+    def make_mix_block(self, channels: int) -> nn.Module:
+        return PixelMixBlock(channels, self.reduction, self.lam_concat, self.upsample)
 
     def build_optimizers(self):
         return {"mix_block": torch.optim.SGD(
@@ -134,12 +136,16 @@ class AutoMix(LearnedPolicy):
         """One update of the Mix Block on the EMA copy's loss for its mixed batch."""
         share = self.masks(x, lam, perm, features)
         logits = self.parts["ema"](mix_with_mask(x, perm, share))
-        loss = (self.mix_block_weight * loss_fn(logits, mix_targets(y, perm, lam))
-                + self.mask_loss_weight * mask_loss(share, lam, self.mask_margin))
+        loss = self.mix_block_objective(logits, mix_targets(y, perm, lam), share, lam, loss_fn)
         for group in self.optimizers["mix_block"].param_groups:
             group["lr"] = cosine_lr(self.mix_block_lr, self.mix_block_min_lr, self.progress)
         self.update(loss, "mix_block")
         return loss.detach()
+
+    def mix_block_objective(self, logits, targets, share, lam, loss_fn) -> torch.Tensor:
+        """What the Mix Block minimises: the EMA copy's loss on its mixed batch + mask loss."""
+        return (self.mix_block_weight * loss_fn(logits, targets)
+                + self.mask_loss_weight * mask_loss(share, lam, self.mask_margin))
 
     def preview(self, model, x) -> PolicyPreview:
         self.ensure_built(model, x)
