@@ -52,7 +52,7 @@ def empirical(keys, pool, bandwidth, exclude, chunk_size, draws=4000):
                         for i in range(len(keys))]).double() / draws
 
 
-@pytest.mark.parametrize("chunk_size", [2, 3, 100])
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 100])  # 1: a chunk holding only row i
 def test_partner_probabilities_match_the_kernel(chunk_size):
     torch.manual_seed(0)
     labels = torch.tensor([[0.0], [0.3], [0.5], [1.5], [2.0]])
@@ -76,8 +76,10 @@ def test_tiny_bandwidth_pairs_nearest_labels_and_huge_approaches_uniform():
     torch.manual_seed(1)
     labels = torch.tensor([[0.0], [0.1], [1.0], [1.05], [3.0]])
     index = torch.arange(5)
-    nearest = sample_partners(labels.repeat(50, 1), labels, 1e-3, exclude=index.repeat(50))
-    assert nearest.view(50, 5).eq(torch.tensor([1, 0, 3, 2, 3])).all()
+    for chunk_size in (2, 8192):  # weights of e^-10⁶: kept apart chunk by chunk in log space
+        nearest = sample_partners(labels.repeat(50, 1), labels, 1e-3,
+                                  exclude=index.repeat(50), chunk_size=chunk_size)
+        assert nearest.view(50, 5).eq(torch.tensor([1, 0, 3, 2, 3])).all()
     freq = empirical(labels, labels, 1e4, index, chunk_size=2)
     off_diagonal = freq[~torch.eye(5, dtype=torch.bool)]
     assert torch.allclose(off_diagonal, torch.full_like(off_diagonal, 0.25), atol=0.03)

@@ -9,8 +9,8 @@ state after the backbone's stem, ``mix_at: manifold``) and targets alike.
 
 ``scope: global`` draws partners from the whole training set, as the paper does. The N×N
 matrix of the paper's code is never built: each step streams the training keys in chunks and
-takes a Gumbel-max sample per row, an exact draw from P(· | i) in O(B × chunk) memory, so N
-can be 100k or more. ``scope: batch`` draws partners within the batch."""
+draws one partner per row by weighted reservoir sampling, an exact draw from P(· | i) in
+O(B × chunk) memory, so N can be 100k or more. ``scope: batch`` draws partners within the batch."""
 from __future__ import annotations
 
 import logging
@@ -47,27 +47,42 @@ def sample_partners(keys: torch.Tensor, pool: torch.Tensor, bandwidth: float,
                     exclude: torch.Tensor | None = None, chunk_size: int = 8192) -> torch.Tensor:
     """For each row of ``keys`` (B×D) one index into ``pool`` (N×D), drawn with probability
     ∝ exp(−‖key − pool_j‖² / (2σ²)); ``exclude[i]`` (a pool index) is never drawn for row i.
-    A Gumbel-max sample (argmax of log-weight + Gumbel noise), streamed over pool chunks:
-    memory is B × chunk_size whatever N is. ``bandwidth=inf`` gives the uniform distribution."""
-    best_score = torch.full((len(keys),), -math.inf, device=keys.device)
-    best_index = torch.zeros(len(keys), dtype=torch.long, device=keys.device)
-    rows = torch.arange(len(keys), device=keys.device)
+    ``bandwidth=inf`` gives the uniform distribution.
+
+    One pass over the pool in chunks (memory B × chunk_size whatever N is), an exact draw by
+    weighted reservoir sampling: each chunk proposes a candidate by inverse CDF on its own
+    weights, which replaces the one kept so far with probability (chunk's weight) / (weight
+    of the chunks seen so far, this one included). Candidate j of chunk c then survives with
+    probability (w_j / W_c)·(W_c / T_c)·Π_{c' > c} T_{c'-1} / T_{c'} = w_j / T. Weights are
+    kept as per-row log totals (a chunk's maximum factored out), so tiny bandwidths do not
+    underflow. Two random numbers per row and chunk instead of one per pool entry."""
+    n_rows, device = len(keys), keys.device
+    rows = torch.arange(n_rows, device=device)
+    log_total = torch.full((n_rows,), -math.inf, device=device)
+    choice = torch.zeros(n_rows, dtype=torch.long, device=device)
     for start in range(0, len(pool), chunk_size):
         chunk = pool[start:start + chunk_size]
         if math.isinf(bandwidth):
-            logits = torch.zeros(len(keys), len(chunk), device=keys.device)
+            logits = torch.zeros(n_rows, len(chunk), device=device)
         else:
             logits = squared_distances(keys, chunk).mul_(-0.5 / bandwidth ** 2)
         if exclude is not None:
             local = exclude - start
             inside = (local >= 0) & (local < len(chunk))
             logits[rows[inside], local[inside]] = -math.inf
-        # + Gumbel(0, 1) noise, i.e. − log(Exp(1)), in place
-        score, index = logits.sub_(torch.empty_like(logits).exponential_().log_()).max(dim=1)
-        better = score > best_score
-        best_score = torch.where(better, score, best_score)
-        best_index = torch.where(better, index + start, best_index)
-    return best_index
+        # a row whose chunk is all excluded has no maximum: factor out 0, its weight is 0
+        top = logits.amax(1, keepdim=True).nan_to_num_(neginf=0.0)
+        cdf = logits.sub_(top).exp_().cumsum_(1)  # in place: the chunk's weights / e^top
+        mass = cdf[:, -1:]
+        pick = torch.searchsorted(cdf, torch.rand(n_rows, 1, device=device) * mass,
+                                  right=True).squeeze(1).clamp_max_(len(chunk) - 1)
+        log_mass = (top + mass.log()).squeeze(1)
+        new_total = torch.logaddexp(log_total, log_mass)
+        # (nothing seen yet and an empty chunk: −inf − −inf = nan, never replaces)
+        replace = torch.rand(n_rows, device=device) < (log_mass - new_total).exp()
+        choice = torch.where(replace, pick + start, choice)
+        log_total = new_total
+    return choice
 
 
 @METHODS.register("cmixup")
