@@ -318,9 +318,10 @@ def test_keep_top_fraction_keeps_the_highest_pixels():
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_resizemix_pastes_the_whole_partner_shrunk(mode):
+@pytest.mark.parametrize("side", [32, 96])  # at 96, ⌊i·96/74⌋ in float32 ≠ i·96//74 for some i
+def test_resizemix_pastes_the_whole_partner_shrunk(mode, side):
     torch.manual_seed(17)
-    x = torch.rand(B, C, 32, 32)
+    x = torch.rand(B, C, side, side)
     x[:, :, 0, 0] = -1.0  # each image's top-left corner is marked
     y = torch.eye(B)
     result = build("resizemix", lam_mode=mode, alpha=1.0).mix_batch(x, y)
@@ -329,12 +330,12 @@ def test_resizemix_pastes_the_whole_partner_shrunk(mode):
     for i in torch.nonzero(j != torch.arange(B)).flatten().tolist():
         rows, cols = pasted[i].any(1).nonzero().flatten(), pasted[i].any(0).nonzero().flatten()
         box = result.x[i][:, rows.min():rows.max() + 1, cols.min():cols.max() + 1]
-        assert box.shape[1] * box.shape[2] == pytest.approx((1 - lam[i].item()) * 32 * 32)
-        assert box.shape[1] <= 0.8 * 32 and box.shape[2] <= 0.8 * 32  # τ in scope
+        assert box.shape[1] * box.shape[2] == pytest.approx((1 - lam[i].item()) * side ** 2)
+        assert box.shape[1] <= 0.8 * side and box.shape[2] <= 0.8 * side  # τ in scope
         assert (box[:, 0, 0] == -1.0).all()  # the partner's corner is the box's corner
-        # nearest-neighbour shrink: box pixel (r, c) is partner pixel (r·32//h, c·32//w)
-        h, w = box.shape[1:]
-        src = x[j[i]][:, torch.arange(h) * 32 // h][:, :, torch.arange(w) * 32 // w]
+        # the partner shrunk as torch's nearest-neighbour resize does it
+        src = torch.nn.functional.interpolate(x[j[i]][None], size=box.shape[1:],
+                                              mode="nearest")[0]
         assert torch.equal(box, src)
 
 

@@ -30,16 +30,24 @@ def host_to(tensor: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 class MaskMixer(SampleMixer):
     """A mixer defined by ``make_mask(lam, height, width) -> n×H×W`` weights of x for an
-    n-vector of λ (n = 1 per batch, B per sample), on λ's device."""
+    n-vector of λ (one per sample), on λ's device. ``batch_mask`` makes the one host mask of
+    ``lam_mode=batch``; a subclass overrides it when one mask can be made with fewer tensor
+    operations (on the CPU each small op costs microseconds, which add up against a blend
+    of a whole batch)."""
 
     def make_mask(self, lam: torch.Tensor, height: int, width: int) -> torch.Tensor:
         raise NotImplementedError
 
+    def batch_mask(self, lam: float, height: int, width: int) -> tuple[torch.Tensor, float]:
+        """One H×W host mask for the batch and its mean (the λ used)."""
+        mask = self.make_mask(torch.tensor([lam]), height, width)[0]
+        return mask, mask.mean().item()
+
     def mix_inputs(self, x, perm, lam):
         h, w = x.shape[-2:]
         if isinstance(lam, float):
-            mask = self.make_mask(torch.tensor([lam]), h, w)[0]
-            return blend(x, perm, host_to(mask, x)), mask.mean().item()
+            mask, lam_used = self.batch_mask(lam, h, w)
+            return blend(x, perm, host_to(mask, x)), lam_used
         mask = self.make_mask(lam, h, w)
         return blend(x, perm, mask[:, None].to(x.dtype)), mask.mean((1, 2))
 
@@ -100,6 +108,14 @@ class FMix(MaskMixer):
         noise = low_frequency_noise(len(lam), height, width, self.decay_power, lam.device)
         return keep_top_fraction(noise, lam)
 
+    def batch_mask(self, lam, height, width):
+        # One mask: an exact top-k of the noise (no quantisation needed).
+        noise = low_frequency_noise(1, height, width, self.decay_power, "cpu")
+        keep = round(lam * height * width)
+        mask = torch.zeros(height * width).index_fill_(0, noise.view(-1).topk(keep).indices,
+                                                       1.0)
+        return mask.view(height, width), keep / (height * width)
+
 
 @METHODS.register("gridmix")
 class GridMix(MaskMixer):
@@ -125,6 +141,20 @@ class GridMix(MaskMixer):
         index = cell_row[:, :, None] * high + cell_col[:, None, :]  # n×H×W, into n×high²
         return cells.view(n, -1).gather(1, index.view(n, -1)).view(n, height, width)
 
+    def batch_mask(self, lam, height, width):
+        grid = int(torch.randint(self.n_holes[0], self.n_holes[1] + 1, ()))
+        cells = (torch.rand(grid, grid) < lam).float()
+        mask = cells.index_select(0, cell_index(height, grid)).index_select(
+            1, cell_index(width, grid))
+        return mask, mask.mean().item()
+
+
+@functools.lru_cache(maxsize=64)
+def cell_index(size: int, grid: int) -> torch.Tensor:
+    """The grid cell (0..grid-1) of each of ``size`` pixels along one side (cached; never
+    modified)."""
+    return torch.arange(size) * grid // size
+
 
 @METHODS.register("smoothmix")
 class SmoothMix(MaskMixer):
@@ -143,6 +173,38 @@ class SmoothMix(MaskMixer):
         partner = torch.exp(-(dy2[:, :, None] + dx2[:, None, :]) / (2 * var[:, None, None]))
         partner = partner * (lam < 1.0)[:, None, None]  # λ = 1: not mixed at all
         return 1.0 - partner
+
+    def batch_mask(self, lam, height, width):
+        # The blob is separable, exp(-dy²/2σ²)·exp(-dx²/2σ²): two vectors, one outer
+        # product, and the mask mean from the vectors' means.
+        var = max((1.0 - lam) * (height * width / (2 * math.pi)), 1e-12)
+        cy, cx = torch.rand(2).tolist()
+        along_y = pixel_centres(height).sub(cy * height).square_().mul_(-0.5 / var).exp_()
+        along_x = pixel_centres(width).sub(cx * width).square_().mul_(-0.5 / var).exp_()
+        mask = torch.outer(along_y, along_x).neg_().add_(1.0)
+        return mask, 1.0 - along_y.mean().item() * along_x.mean().item()
+
+
+@functools.lru_cache(maxsize=16)
+def pixel_centres(size: int) -> torch.Tensor:
+    """0.5, 1.5, … along one side (cached; never modified)."""
+    return torch.arange(size) + 0.5
+
+
+def nearest_source(offset: torch.Tensor, out_size: torch.Tensor, in_size: int) -> torch.Tensor:
+    """B×L source indices of nearest-neighbour resizing from ``in_size`` to ``out_size`` (a
+    B-vector) for output positions ``offset`` (B×L; negatives count as 0): ⌊i·s⌋ with
+    s = in/out in float32, which is what ``F.interpolate(mode="nearest")`` computes."""
+    scale = in_size / out_size.clamp_min(1)  # float32, as torch's kernel has it
+    return (offset.clamp_min(0) * scale[:, None]).long().clamp_max(in_size - 1)
+
+
+@functools.lru_cache(maxsize=256)
+def shrink_index(out_size: int, in_size: int, device) -> torch.Tensor:
+    """``nearest_source`` of a whole side, out_size pixels from in_size (cached; never
+    modified)."""
+    offset = torch.arange(out_size, device=device)[None]
+    return nearest_source(offset, torch.tensor([out_size], device=device), in_size)[0]
 
 
 def partner_pixels(x: torch.Tensor, perm: torch.Tensor, src_row: torch.Tensor,
@@ -163,7 +225,8 @@ class ResizeMix(SampleMixer):
     """ResizeMix (Qin et al., 2020): shrink the whole partner image to a box of side
     τ·(H, W) and paste it at a random place inside x; λ = 1 - pasted area / image area.
     τ = low + (high - low)·u with u ~ Beta(α, α) (α = 1: the paper's uniform τ over
-    ``scope``); nearest-neighbour resizing, so pasted pixels are the partner's values."""
+    ``scope``); nearest-neighbour resizing as ``F.interpolate(mode="nearest")`` does it
+    (source pixel ⌊i·in/out⌋ in float32), so pasted pixels are the partner's values."""
 
     def __init__(self, *, num_classes: int, scope: tuple[float, float] = (0.1, 0.8),
                  **common):
@@ -182,8 +245,7 @@ class ResizeMix(SampleMixer):
             box_h, box_w = int(tau * h), int(tau * w)
             top = int(torch.randint(0, h - box_h + 1, ()))
             left = int(torch.randint(0, w - box_w + 1, ()))
-            rows = torch.arange(box_h, device=x.device) * h // max(box_h, 1)
-            cols = torch.arange(box_w, device=x.device) * w // max(box_w, 1)
+            rows, cols = shrink_index(box_h, h, x.device), shrink_index(box_w, w, x.device)
             mixed = x.clone()
             mixed[:, :, top:top + box_h, left:left + box_w] = partner_pixels(x, perm, rows, cols)
             return mixed, box_area_lam(top, top + box_h, left, left + box_w, h, w)
@@ -192,12 +254,10 @@ class ResizeMix(SampleMixer):
         top = (torch.rand(b, device=x.device) * (h - box_h + 1)).long()
         left = (torch.rand(b, device=x.device) * (w - box_w + 1)).long()
         keep = box_keep_weight(top, top + box_h, left, left + box_w, h, w, x.dtype)
-        # Source pixel of each pasted pixel in the partner (nearest neighbour); clamped so
-        # that pixels outside the box index something valid (they are not used).
-        src_row = ((torch.arange(h, device=x.device) - top[:, None]).clamp(0, h - 1) * h
-                   // box_h.clamp_min(1)[:, None]).clamp_max(h - 1)
-        src_col = ((torch.arange(w, device=x.device) - left[:, None]).clamp(0, w - 1) * w
-                   // box_w.clamp_min(1)[:, None]).clamp_max(w - 1)
+        # Source pixel of each pasted pixel in the partner, as F.interpolate's nearest mode
+        # picks it; pixels outside the box index something valid (they are not used).
+        src_row = nearest_source(torch.arange(h, device=x.device) - top[:, None], box_h, h)
+        src_col = nearest_source(torch.arange(w, device=x.device) - left[:, None], box_w, w)
         resized = partner_pixels(x, perm, src_row, src_col)
         # lerp with a 0/1 weight, not torch.where: several times faster on the CPU
         mixed = resized.lerp_(x, keep[:, None])

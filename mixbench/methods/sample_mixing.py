@@ -9,6 +9,7 @@ A mixer implements ``mix_inputs(x, perm, lam) -> (mixed_x, lam_used)``; ``Sample
 the rest (validation, ``prob``, ``mix_until``, ``label_lam``, the targets)."""
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 
@@ -47,14 +48,20 @@ class BetaSampler:
     def __init__(self, alpha: float):
         self.alpha = alpha
         self._pair = torch.full((2,), alpha, dtype=torch.float64)
+        self._alphas: tuple | None = None
 
     def one(self) -> float:
         g1, g2 = torch._standard_gamma(self._pair).tolist()
         return g1 / (g1 + g2)
 
     def many(self, n: int, device: torch.device | str = "cpu") -> torch.Tensor:
-        g = torch._standard_gamma(torch.full((n, 2), self.alpha, dtype=torch.float64,
-                                             device=device))
+        # The n×2 float64 α the gammas are drawn with, kept for the last shape seen (the
+        # batch size rarely changes; never modified).
+        key = (n, torch.device(device))
+        if self._alphas is None or self._alphas[0] != key:
+            self._alphas = key, torch.full((n, 2), self.alpha, dtype=torch.float64,
+                                           device=device)
+        g = torch._standard_gamma(self._alphas[1])
         return (g[:, 0] / g.sum(1)).float()
 
 
@@ -219,10 +226,29 @@ def mixup_inputs(x: torch.Tensor, perm: torch.Tensor, lam: Lam) -> tuple[torch.T
     return blend(x, perm, lam if isinstance(lam, float) else per_sample(lam, x)), lam
 
 
+@functools.lru_cache(maxsize=16)
+def box_axes(height: int, width: int, device):
+    """(tensor([H, W]), tensor([H/2, W/2]), arange(max(H, W))), float32 on ``device``,
+    cached: built once, never modified."""
+    size = torch.tensor([height, width], dtype=torch.float32, device=device)
+    return size, size / 2, torch.arange(max(height, width), dtype=torch.float32, device=device)
+
+
 def cutmix_keep_weight(lam: torch.Tensor, height: int, width: int, dtype: torch.dtype):
-    """Per sample: H×W weights of x (0 in a random box of area 1-λ, clipped) and the λ kept."""
-    box = box_bounds(lam, height, width)
-    return box_keep_weight(*box, height, width, dtype), box_area_lam(*box, height, width)
+    """Per sample: H×W weights of x (0 in a random box of area 1-λ, clipped) and the λ kept.
+
+    The boxes of ``box_bounds`` with rows and columns handled together as B×2 tensors of
+    whole numbers in float32 (no dtype conversions), so the mask costs about fifteen small
+    ops instead of forty: on the CPU each costs microseconds, as much as the blend."""
+    size, half_size, index = box_axes(height, width, lam.device)
+    half = (torch.sqrt(1.0 - lam)[:, None] * half_size).floor_()  # ⌊cut·H/2⌋ = ⌊cut·H⌋ // 2
+    centre = (torch.rand(len(lam), 2, device=lam.device) * size).floor_()  # uniform pixels
+    low = (centre - half).clamp_min_(0)
+    high = torch.minimum(centre + half, size)
+    outside = ((index < low[:, :, None]) | (index >= high[:, :, None])).to(dtype)  # B×2×L
+    # a pixel is kept when its row or its column is outside the box
+    keep = torch.maximum(outside[:, 0, :height, None], outside[:, 1, None, :width])
+    return keep, 1.0 - (high - low).prod(1) / (height * width)
 
 
 def cutmix_inputs(x: torch.Tensor, perm: torch.Tensor, lam: Lam) -> tuple[torch.Tensor, Lam]:
