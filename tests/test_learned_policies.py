@@ -83,13 +83,19 @@ def test_step_gives_logits_and_distribution_targets(name):
         torch.testing.assert_close(targets.sum(1), torch.ones(B))
 
 
-def test_automix_masks_are_shares_of_the_partner():
-    method, model = build("automix"), small_model()
+def mix_block_share(name):
+    """(method, x, perm, partner's share at λ = 0.3) after one step built the Mix Block."""
+    method, model = build(name), small_model()
     x, labels = batch()
     method.step(model, (x, labels), SoftTargetCrossEntropy())
     perm = torch.randperm(B)
     share = method.masks(x, 0.3, perm)
     assert share.shape == (B, 1, SIDE, SIDE) and ((share > 0) & (share < 1)).all()
+    return method, x, perm, share
+
+
+def test_automix_masks_are_shares_of_the_partner():
+    _, x, perm, share = mix_block_share("automix")
     mixed = mix_with_mask(x, perm, share)
     torch.testing.assert_close(mixed, x + share * (x[perm] - x))
     # the L1 mask loss is zero inside the margin and grows with the distance outside it
@@ -99,12 +105,7 @@ def test_automix_masks_are_shares_of_the_partner():
 
 
 def test_samix_masks_are_shares_that_depend_on_lambda():
-    method, model = build("samix"), small_model()
-    x, labels = batch()
-    method.step(model, (x, labels), SoftTargetCrossEntropy())
-    perm = torch.randperm(B)
-    share = method.masks(x, 0.3, perm)
-    assert share.shape == (B, 1, SIDE, SIDE) and ((share > 0) & (share < 1)).all()
+    method, x, perm, share = mix_block_share("samix")
     assert not torch.allclose(method.masks(x, 0.7, perm), share)  # λ scales the features
     assert method.parts["mix_block"].upsample == "bilinear"
     assert not list(method.parts["mix_block"].buffers())  # no BN statistics to drift apart
