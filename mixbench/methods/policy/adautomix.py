@@ -33,11 +33,8 @@ from mixbench.methods.policy.adaptive_mask import (AdaptiveMaskGenerator, mix_so
 from mixbench.methods.policy.ema import cosine_lr, cosine_momentum, ema_copy
 from mixbench.methods.policy.features import feature_channels, frozen_features
 from mixbench.methods.policy.learned import (LearnedPolicy, PolicyPreview,
-                                             check_policy_schedule)
+                                             check_mask_generator, check_policy_schedule)
 from mixbench.registry import METHODS
-
-UPSAMPLE_MODES = ("nearest", "bilinear")
-
 
 @METHODS.register("adautomix")
 class AdAutoMix(LearnedPolicy):
@@ -52,8 +49,7 @@ class AdAutoMix(LearnedPolicy):
                  generator_lr: float = 0.1, generator_min_lr: float = 0.05,
                  generator_momentum: float = 0.9, generator_weight_decay: float = 1e-4):
         super().__init__(num_classes=num_classes)
-        if not alpha > 0:
-            raise ConfigError(f"method.alpha must be > 0 (Beta(alpha, alpha)), got {alpha}")
+        check_mask_generator(alpha, lam_margin, upsample, reduction)
         if not (isinstance(num_sources, int) and num_sources >= 2):
             raise ConfigError(f"method.num_sources (images per mixed sample) must be an "
                               f"integer >= 2, got {num_sources!r}")
@@ -63,12 +59,6 @@ class AdAutoMix(LearnedPolicy):
         for key, value in (("beta", beta), ("mixup_ratio", mixup_ratio)):
             if not 0 <= value <= 1:
                 raise ConfigError(f"method.{key} must be in [0, 1], got {value}")
-        if not 0 <= lam_margin < 0.5:
-            raise ConfigError(f"method.lam_margin must be in [0, 0.5), got {lam_margin}")
-        if upsample not in UPSAMPLE_MODES:
-            raise ConfigError(f"method.upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
-        if not (isinstance(reduction, int) and reduction >= 1):
-            raise ConfigError(f"method.reduction must be a positive integer, got {reduction!r}")
         check_policy_schedule(momentum, end_momentum, generator_lr, generator_min_lr,
                               generator_weight_decay, prefix="generator")
         self.alpha, self.num_sources = float(alpha), num_sources

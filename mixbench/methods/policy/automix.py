@@ -28,13 +28,10 @@ from mixbench.methods.model_access import check_classification_task
 from mixbench.methods.policy.ema import cosine_lr, cosine_momentum, ema_copy
 from mixbench.methods.policy.features import feature_channels, frozen_features
 from mixbench.methods.policy.learned import (LearnedPolicy, PolicyPreview,
-                                             check_policy_schedule)
+                                             check_mask_generator, check_policy_schedule)
 from mixbench.methods.policy.mixblock import PixelMixBlock, mask_loss, mix_with_mask
 from mixbench.methods.sample_mixing import mix_targets
 from mixbench.registry import METHODS
-
-UPSAMPLE_MODES = ("nearest", "bilinear")
-
 
 @METHODS.register("automix")
 class AutoMix(LearnedPolicy):
@@ -50,8 +47,7 @@ class AutoMix(LearnedPolicy):
                  mix_block_min_lr: float = 0.05, mix_block_momentum: float = 0.9,
                  mix_block_weight_decay: float = 1e-4):
         super().__init__(num_classes=num_classes)
-        if not alpha > 0:
-            raise ConfigError(f"method.alpha must be > 0 (Beta(alpha, alpha)), got {alpha}")
+        check_mask_generator(alpha, lam_margin, upsample, reduction)
         check_policy_schedule(momentum, end_momentum, mix_block_lr, mix_block_min_lr,
                               mix_block_weight_decay, prefix="mix_block")
         for key, value in (("mask_loss_weight", mask_loss_weight), ("mask_margin", mask_margin),
@@ -59,12 +55,6 @@ class AutoMix(LearnedPolicy):
                            ("mix_block_weight", mix_block_weight)):
             if not value >= 0:
                 raise ConfigError(f"method.{key} must be >= 0, got {value}")
-        if not 0 <= lam_margin < 0.5:
-            raise ConfigError(f"method.lam_margin must be in [0, 0.5), got {lam_margin}")
-        if upsample not in UPSAMPLE_MODES:
-            raise ConfigError(f"method.upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
-        if not (isinstance(reduction, int) and reduction >= 1):
-            raise ConfigError(f"method.reduction must be a positive integer, got {reduction!r}")
         self.alpha, self.feature_layer = float(alpha), int(feature_layer)
         self.momentum, self.end_momentum = float(momentum), float(end_momentum)
         self.mask_loss_weight, self.mask_margin = float(mask_loss_weight), float(mask_margin)

@@ -46,6 +46,22 @@ def check_policy_schedule(momentum: float, end_momentum: float, lr: float, min_l
         raise ConfigError(f"method.{prefix}_weight_decay must be >= 0, got {weight_decay}")
 
 
+UPSAMPLE_MODES = ("nearest", "bilinear")
+
+
+def check_mask_generator(alpha: float, lam_margin: float, upsample: str,
+                         reduction: int) -> None:
+    """The options every mask-generating policy (automix, samix, adautomix) shares."""
+    if not alpha > 0:
+        raise ConfigError(f"method.alpha must be > 0 (Beta(alpha, alpha)), got {alpha}")
+    if not 0 <= lam_margin < 0.5:
+        raise ConfigError(f"method.lam_margin must be in [0, 0.5), got {lam_margin}")
+    if upsample not in UPSAMPLE_MODES:
+        raise ConfigError(f"method.upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
+    if not (isinstance(reduction, int) and reduction >= 1):
+        raise ConfigError(f"method.reduction must be a positive integer, got {reduction!r}")
+
+
 @dataclass
 class PolicyPreview:
     """What a learned policy made of a batch: mixed[b] = Σ_i masks[b, i] ⊙ x[sources[i, b]]."""
