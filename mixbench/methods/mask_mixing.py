@@ -138,8 +138,10 @@ class GridMix(MaskMixer):
         cells = (torch.rand(n, high, high, device=device) < lam[:, None, None]).float()
         cell_row = torch.arange(height, device=device) * grid // height  # n×H
         cell_col = torch.arange(width, device=device) * grid // width  # n×W
-        index = cell_row[:, :, None] * high + cell_col[:, None, :]  # n×H×W, into n×high²
-        return cells.view(n, -1).gather(1, index.view(n, -1)).view(n, height, width)
+        # rows of cells first (n×H×high), then columns with a broadcast (stride-0) index:
+        # no n×H×W index is ever built
+        rows = cells.gather(1, cell_row[:, :, None].expand(n, height, high))
+        return rows.gather(2, cell_col[:, None, :].expand(n, height, width))
 
     def batch_mask(self, lam, height, width):
         grid = int(torch.randint(self.n_holes[0], self.n_holes[1] + 1, ()))
@@ -164,31 +166,33 @@ class SmoothMix(MaskMixer):
     of weight (2πσ² = (1-λ)HW), as a CutMix box of area 1-λ would."""
 
     def make_mask(self, lam, height, width):
+        # The blob is separable, exp(-dy²/2σ²)·exp(-dx²/2σ²): exp runs on n·(H+W) values
+        # and one outer product makes the n×H×W partner weights.
         n, device = len(lam), lam.device
-        var = ((1.0 - lam) * (height * width / (2 * math.pi))).clamp_min(1e-12)
-        cy = torch.rand(n, 1, device=device) * height
-        cx = torch.rand(n, 1, device=device) * width
-        dy2 = (torch.arange(height, device=device) + 0.5 - cy).square()  # n×H, pixel centres
-        dx2 = (torch.arange(width, device=device) + 0.5 - cx).square()  # n×W
-        partner = torch.exp(-(dy2[:, :, None] + dx2[:, None, :]) / (2 * var[:, None, None]))
-        partner = partner * (lam < 1.0)[:, None, None]  # λ = 1: not mixed at all
-        return 1.0 - partner
+        scale = -math.pi / ((1.0 - lam) * (height * width)).clamp_min(1e-12)  # -1/(2σ²)
+        centre = torch.rand(n, 2, device=device)
+        along_y = (pixel_centres(height, device) - centre[:, :1] * height).square_()
+        along_x = (pixel_centres(width, device) - centre[:, 1:] * width).square_()
+        # (λ = 1: not mixed at all, so the partner's weight is 0)
+        along_y = along_y.mul_(scale[:, None]).exp_().mul_((lam < 1.0)[:, None])
+        along_x = along_x.mul_(scale[:, None]).exp_()
+        return torch.mul(along_y[:, :, None], along_x[:, None, :]).neg_().add_(1.0)
 
     def batch_mask(self, lam, height, width):
-        # The blob is separable, exp(-dy²/2σ²)·exp(-dx²/2σ²): two vectors, one outer
-        # product, and the mask mean from the vectors' means.
-        var = max((1.0 - lam) * (height * width / (2 * math.pi)), 1e-12)
+        # One blob: the same with Python floats for σ and the centre, and the mask mean from
+        # the two profiles' means (a third of make_mask's time for n = 1).
+        scale = -math.pi / max((1.0 - lam) * (height * width), 1e-12)
         cy, cx = torch.rand(2).tolist()
-        along_y = pixel_centres(height).sub(cy * height).square_().mul_(-0.5 / var).exp_()
-        along_x = pixel_centres(width).sub(cx * width).square_().mul_(-0.5 / var).exp_()
+        along_y = pixel_centres(height, "cpu").sub(cy * height).square_().mul_(scale).exp_()
+        along_x = pixel_centres(width, "cpu").sub(cx * width).square_().mul_(scale).exp_()
         mask = torch.outer(along_y, along_x).neg_().add_(1.0)
         return mask, 1.0 - along_y.mean().item() * along_x.mean().item()
 
 
 @functools.lru_cache(maxsize=16)
-def pixel_centres(size: int) -> torch.Tensor:
+def pixel_centres(size: int, device) -> torch.Tensor:
     """0.5, 1.5, … along one side (cached; never modified)."""
-    return torch.arange(size) + 0.5
+    return torch.arange(size, device=device) + 0.5
 
 
 def nearest_source(offset: torch.Tensor, out_size: torch.Tensor, in_size: int) -> torch.Tensor:
