@@ -1,7 +1,7 @@
 """Time mixbench's input mixers against timm's and torchvision's on one batch.
 
     python benchmarks/mixing.py [--batch 256] [--classes 100] [--min-time 0.5] [--no-cuda]
-                                [--threads N] [--rounds R]
+                                [--threads N] [--rounds R] [--interleave N]
 
 Each mixer mixes a B×3×32×32 float batch with integer labels (one-hot targets included in
 every library's time, as each needs them), per-batch and per-sample λ. References: timm's
@@ -10,7 +10,9 @@ every library's time, as each needs them), per-batch and per-sample λ. Referenc
 process (numpy's spinning thread pool, which timm wakes, would slow later torch ops), on the
 CPU and, when there is one, on CUDA. Times are medians from ``torch.utils.benchmark``; with
 ``--rounds R`` every process runs R times, in turn, and the table shows the median of rounds
-(a shared machine's load then hits every library alike).
+(a shared machine's load then hits every library alike). With ``--interleave N`` ours and
+torchvision's run in one process, taking turns N times (timm keeps its own process): on a
+machine whose speed drifts within seconds, the ratios to torchvision are then paired.
 Every process raises glibc's malloc thresholds first (unless ``--plain-malloc``), so that a
 fresh batch-sized buffer is not a round trip to the OS; it applies to all libraries alike.
 
@@ -19,6 +21,7 @@ per-sample λ; every other mask mixer ≤ 2× our mixup in the same λ mode."""
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import subprocess
@@ -55,19 +58,32 @@ def batch(args, device: str):
     return x, labels
 
 
-def time_ours(args, device: str) -> dict[str, float]:
+def mix_ours(method, x, labels):
+    return method.mix_batch(x, method.targets(labels, x.dtype))
+
+
+def mixers_ours(args, device: str) -> dict:
     from mixbench.registry import METHODS
 
     x, labels = batch(args, device)
-    out = {}
-    for name in OURS:
-        for mode in MODES:
-            method = METHODS.build({"name": name, "alpha": 1.0, "lam_mode": mode},
-                                   num_classes=args.classes)
-            out[f"{name}/{mode}"] = timer_median_ms(
-                lambda: method.mix_batch(x, method.targets(labels, x.dtype)), device,
-                args.min_time)
-    return out
+    return {f"{name}/{mode}": functools.partial(
+        mix_ours, METHODS.build({"name": name, "alpha": 1.0, "lam_mode": mode},
+                                num_classes=args.classes), x, labels)
+        for name in OURS for mode in MODES}
+
+
+def mixers_torchvision(args, device: str) -> dict:
+    from torchvision.transforms import v2
+
+    x, labels = batch(args, device)
+    return {f"{name}/batch": functools.partial(cls(alpha=1.0, num_classes=args.classes), x,
+                                               labels)
+            for name, cls in [("mixup", v2.MixUp), ("cutmix", v2.CutMix)]}
+
+
+def time_ours(args, device: str) -> dict[str, float]:
+    return {key: timer_median_ms(fn, device, args.min_time)
+            for key, fn in mixers_ours(args, device).items()}
 
 
 def time_timm(args, device: str) -> dict[str, float]:
@@ -87,23 +103,34 @@ def time_timm(args, device: str) -> dict[str, float]:
 
 
 def time_torchvision(args, device: str) -> dict[str, float]:
-    from torchvision.transforms import v2
-
-    x, labels = batch(args, device)
-    out = {}
-    for name, cls in [("mixup", v2.MixUp), ("cutmix", v2.CutMix)]:
-        mixer = cls(alpha=1.0, num_classes=args.classes)
-        out[f"{name}/batch"] = timer_median_ms(lambda: mixer(x, labels), device, args.min_time)
-    return out
+    return {key: timer_median_ms(fn, device, args.min_time)
+            for key, fn in mixers_torchvision(args, device).items()}
 
 
-LIBRARIES = {"ours": time_ours, "timm": time_timm, "torchvision": time_torchvision}
+def time_interleaved(args, device: str) -> dict[str, dict[str, float]]:
+    """Ours and torchvision's in one process, in turn: ``--interleave`` rounds, each timing
+    every mixer for min_time / rounds seconds; per mixer the median over rounds. A slow
+    phase of a shared machine then hits every mixer alike (timm, which wakes numpy's
+    thread pool, keeps its own process)."""
+    fns = {("ours", key): fn for key, fn in mixers_ours(args, device).items()}
+    fns |= {("torchvision", key): fn for key, fn in mixers_torchvision(args, device).items()}
+    samples = {key: [] for key in fns}
+    for _ in range(args.interleave):
+        for key, fn in fns.items():
+            samples[key].append(timer_median_ms(fn, device, args.min_time / args.interleave))
+    return {library: {key: statistics.median(t) for (lib, key), t in samples.items()
+                      if lib == library} for library in ("ours", "torchvision")}
+
+
+LIBRARIES = {"ours": time_ours, "timm": time_timm, "torchvision": time_torchvision,
+             "interleaved": time_interleaved}
 
 
 def run_child(args, library: str, device: str) -> dict[str, float]:
     command = [sys.executable, __file__, "--child", library, "--device", device,
                "--batch", str(args.batch), "--classes", str(args.classes),
-               "--min-time", str(args.min_time), "--threads", str(args.threads)]
+               "--min-time", str(args.min_time), "--threads", str(args.threads),
+               "--interleave", str(args.interleave)]
     if args.plain_malloc:
         command.append("--plain-malloc")
     out = subprocess.run(command, capture_output=True, text=True)
@@ -160,6 +187,8 @@ def main() -> None:
                         help="CPU threads per process (default: torch's choice)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="run every process this many times, in turn; report medians")
+    parser.add_argument("--interleave", type=int, default=0, metavar="N",
+                        help="time ours and torchvision's in one process, in turn, N rounds")
     parser.add_argument("--plain-malloc", action="store_true",
                         help="leave glibc's malloc thresholds alone")
     parser.add_argument("--child", choices=sorted(LIBRARIES), help=argparse.SUPPRESS)
@@ -183,12 +212,16 @@ def main() -> None:
           f"{torch.__version__}, torchvision {torchvision.__version__}, timm {timm.__version__};"
           f" {args.threads} CPU threads; malloc thresholds "
           f"{'default' if args.plain_malloc else 'raised'}; medians of torch.utils.benchmark"
-          f"{f', median of {args.rounds} rounds' if args.rounds > 1 else ''}")
+          f"{f', median of {args.rounds} rounds' if args.rounds > 1 else ''}"
+          f"{f'; ours and torchvision in turn, {args.interleave}×' if args.interleave else ''}")
+    libraries = ["interleaved", "timm"] if args.interleave else ["ours", "timm", "torchvision"]
     for device in devices:
-        rounds = [{library: run_child(args, library, device) for library in LIBRARIES}
-                  for _ in range(args.rounds)]
-        times = {library: median_of_rounds([r[library] for r in rounds])
-                 for library in LIBRARIES}
+        rounds = []
+        for _ in range(args.rounds):
+            times = {library: run_child(args, library, device) for library in libraries}
+            rounds.append({**times.pop("interleaved", {}), **times})
+        times = {library: median_of_rounds([r.get(library, {}) for r in rounds])
+                 for library in ("ours", "timm", "torchvision")}
         print_table(device, times["ours"], times["timm"], times["torchvision"])
 
 
