@@ -6,7 +6,7 @@
 A step is what the trainer does per batch: ``method.step`` + backward + SGD step, on the same
 backbone, batch and device for every method. Methods run round-robin (one step each per
 round, after a warm-up round) so drifting load on a shared machine hits them alike; the
-table gives the median per method and its ratio to ERM's median. AttentiveMix's frozen
+table gives the median per method and its ratios to ERM's and mixup's medians. AttentiveMix's frozen
 network is a randomly initialised copy of the backbone (its speed does not depend on the
 weights). The learned policies (automix, samix, adautomix, adamixup) build their extra
 modules in the warm-up round: the timed steps include their generator update, not its
@@ -96,15 +96,16 @@ def main() -> None:
                     times[name].append(elapsed)
 
     medians = {name: 1000 * statistics.median(t) for name, t in times.items()}
-    base = medians.get("erm")
     print(f"{args.backbone}, batch {args.batch}×{'×'.join(map(str, args.shape))}, "
           f"{args.device}, {args.repeats} rounds, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads\n")
-    print("| method | ms / step (median) | × ERM |")
-    print("|---|---:|---:|")
+    # the dynamic methods' cost against ERM and, for the learned policies, against mixup
+    print("| method | ms / step (median) | × ERM | × mixup |")
+    print("|---|---:|---:|---:|")
     for name, ms in medians.items():
-        ratio = f"{ms / base:.2f}" if base else "—"
-        print(f"| {name} | {ms:.1f} | {ratio} |")
+        ratios = [f"{ms / medians[ref]:.2f}" if ref in medians else "—"
+                  for ref in ("erm", "mixup")]
+        print(f"| {name} | {ms:.1f} | {' | '.join(ratios)} |")
 
 
 if __name__ == "__main__":
