@@ -36,6 +36,7 @@ from mixbench.methods.policy.learned import (LearnedPolicy, PolicyPreview,
                                              check_mask_generator, check_policy_schedule)
 from mixbench.registry import METHODS
 
+
 @METHODS.register("adautomix")
 class AdAutoMix(LearnedPolicy):
     name = "adautomix"

@@ -33,6 +33,7 @@ from mixbench.methods.policy.mixblock import PixelMixBlock, mask_loss, mix_with_
 from mixbench.methods.sample_mixing import mix_targets
 from mixbench.registry import METHODS
 
+
 @METHODS.register("automix")
 class AutoMix(LearnedPolicy):
     name = "automix"
