@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mixbench.methods.policy.mixblock import init_mask_convs
+
 
 class AdaptiveMaskGenerator(nn.Module):
     def __init__(self, in_channels: int, reduction: int = 2, lam_concat: bool = False,
@@ -25,9 +27,7 @@ class AdaptiveMaskGenerator(nn.Module):
         self.query = nn.Conv2d(channels, self.inter_channels, 1)
         self.key = nn.Conv2d(channels, self.inter_channels, 1)
         self.value = nn.Conv2d(channels, 1, 1)
-        for conv in (self.query, self.key, self.value):  # the authors' init: N(0, 0.01)
-            nn.init.normal_(conv.weight, std=0.01)
-            nn.init.zeros_(conv.bias)
+        init_mask_convs(self)
 
     def forward(self, features: torch.Tensor, lams: list[float], sources: torch.Tensor,
                 size: tuple[int, int]) -> torch.Tensor:

@@ -26,9 +26,7 @@ class PixelMixBlock(nn.Module):
         self.inter_channels = max(in_channels // reduction, 1)
         self.query = nn.Conv2d(channels, self.inter_channels, 1)
         self.value = nn.Conv2d(channels, 1, 1)
-        for conv in (self.query, self.value):  # the authors' init: N(0, 0.01), zero bias
-            nn.init.normal_(conv.weight, std=0.01)
-            nn.init.zeros_(conv.bias)
+        init_mask_convs(self)
 
     def forward(self, features: torch.Tensor, lam: float, perm: torch.Tensor,
                 size: tuple[int, int]) -> torch.Tensor:
@@ -40,6 +38,14 @@ class PixelMixBlock(nn.Module):
             f_a, f_b = torch.cat([f_a, lam_map], 1), torch.cat([f_b, 1 - lam_map], 1)
         return attended_share(self.query(f_a), self.query(f_b), self.value(f_b), size,
                               self.upsample)
+
+
+def init_mask_convs(module: nn.Module) -> None:
+    """The mask generators' init in the authors' code: every conv N(0, 0.01), zero bias."""
+    for conv in module.modules():
+        if isinstance(conv, nn.Conv2d):
+            nn.init.normal_(conv.weight, std=0.01)
+            nn.init.zeros_(conv.bias)
 
 
 def attended_share(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -77,10 +83,7 @@ class SAMixBlock(nn.Module):
             nn.Conv2d(in_channels, inter_channels, 1),
             nn.BatchNorm2d(inter_channels, track_running_stats=False), nn.ReLU(),
             nn.Conv2d(inter_channels, 1, 1))
-        for conv in self.modules():  # the authors' init: N(0, 0.01), zero bias
-            if isinstance(conv, nn.Conv2d):
-                nn.init.normal_(conv.weight, std=0.01)
-                nn.init.zeros_(conv.bias)
+        init_mask_convs(self)
 
     def forward(self, features: torch.Tensor, lam: float, perm: torch.Tensor,
                 size: tuple[int, int]) -> torch.Tensor:
