@@ -317,6 +317,16 @@ def test_keep_top_fraction_keeps_the_highest_pixels():
     assert (highest_dropped - lowest_kept <= one_level + 1e-6).all()
 
 
+def test_shrink_index_is_nearest_interpolation_for_every_size():
+    from mixbench.methods.mask_mixing import shrink_index
+
+    for side in (28, 32, 96, 224):
+        pixels = torch.arange(side, dtype=torch.float32).view(1, 1, side)
+        for out in range(1, side + 1):
+            expected = torch.nn.functional.interpolate(pixels, size=out, mode="nearest")
+            assert torch.equal(shrink_index(out, side, "cpu"), expected.view(-1).long()), out
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("side", [32, 96])  # at 96, ⌊i·96/74⌋ in float32 ≠ i·96//74 for some i
 def test_resizemix_pastes_the_whole_partner_shrunk(mode, side):

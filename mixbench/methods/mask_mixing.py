@@ -199,7 +199,9 @@ def nearest_source(offset: torch.Tensor, out_size: torch.Tensor, in_size: int) -
     """B×L source indices of nearest-neighbour resizing from ``in_size`` to ``out_size`` (a
     B-vector) for output positions ``offset`` (B×L; negatives count as 0): ⌊i·s⌋ with
     s = in/out in float32, which is what ``F.interpolate(mode="nearest")`` computes."""
-    scale = in_size / out_size.clamp_min(1)  # float32, as torch's kernel has it
+    # in/out divided in float32, as torch's kernel has it (``in_size / out_size`` would
+    # multiply by a rounded 1/out: ⌊37·96/74⌋ would come out as 48, not 47)
+    scale = torch.full_like(out_size, in_size, dtype=torch.float32).div_(out_size.clamp_min(1))
     return (offset.clamp_min(0) * scale[:, None]).long().clamp_max(in_size - 1)
 
 
