@@ -219,10 +219,11 @@ def test_independent_label_lambda_is_one_where_not_mixed():
 
 @pytest.mark.parametrize("name", MIXERS)
 def test_mix_until_stops_mixing_after_that_fraction(name):
+    torch.manual_seed(0)
     x, y = batch()
     mixer = build(name, mix_until=0.5)
-    mixer.start_epoch(4, 10)  # 40% done: still mixing
-    assert not torch.equal(mixer.mix_batch(x, y).y, y)
+    mixer.start_epoch(4, 10)  # 40% done: still mixing (one draw may paste an empty box)
+    assert any(not torch.equal(mixer.mix_batch(x, y).y, y) for _ in range(5))
     mixer.start_epoch(5, 10)  # 50% done: stopped
     result = mixer.mix_batch(x, y)
     assert result.x is x and result.y is y and result.lam == 1.0
@@ -340,7 +341,9 @@ def test_resizemix_pastes_the_whole_partner_shrunk(mode, side):
     for i in torch.nonzero(j != torch.arange(B)).flatten().tolist():
         rows, cols = pasted[i].any(1).nonzero().flatten(), pasted[i].any(0).nonzero().flatten()
         box = result.x[i][:, rows.min():rows.max() + 1, cols.min():cols.max() + 1]
-        assert box.shape[1] * box.shape[2] == pytest.approx((1 - lam[i].item()) * side ** 2)
+        # (λ is float32: its rounding error times 96² is up to ~1e-3 pixels)
+        assert box.shape[1] * box.shape[2] == pytest.approx((1 - lam[i].item()) * side ** 2,
+                                                            abs=0.01)
         assert box.shape[1] <= 0.8 * side and box.shape[2] <= 0.8 * side  # τ in scope
         assert (box[:, 0, 0] == -1.0).all()  # the partner's corner is the box's corner
         # the partner shrunk as torch's nearest-neighbour resize does it
