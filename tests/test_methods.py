@@ -86,6 +86,33 @@ def test_cutmix_lambda_matches_pasted_area(mode):
             assert pasted[i].sum() == rows * cols
 
 
+def test_per_sample_cutmix_boxes_are_cutmix_boxes():
+    # The table-driven per-sample boxes against box_bounds, CutMix's boxes written plainly:
+    # the same half sizes for the same λ, and clipped areas with the same distribution.
+    from mixbench.methods.sample_mixing import (box_area_lam, box_bounds, box_halves,
+                                                cutmix_paste_weight)
+
+    torch.manual_seed(4)
+    lam = torch.rand(20000)
+    weight, lam_kept = cutmix_paste_weight(lam, 12, 20)
+    assert torch.allclose(lam_kept, 1 - weight.mean((1, 2)), atol=1e-6)
+    rows, cols = weight.amax(2), weight.amax(1)
+    assert torch.equal(weight, rows[:, :, None] * cols[:, None, :])  # one box each
+    half_h, half_w = box_halves(lam, 12, 20)
+    assert (rows.sum(1) <= 2 * half_h).all() and (cols.sum(1) <= 2 * half_w).all()
+    off_border = ((rows[:, [0, -1]].sum(1) == 0) & (cols[:, [0, -1]].sum(1) == 0)
+                  & (half_h > 0) & (half_w > 0))
+    assert off_border.float().mean() > 0.1
+    assert (rows.sum(1) == 2 * half_h)[off_border].all()  # not clipped: the full size
+    assert (cols.sum(1) == 2 * half_w)[off_border].all()
+    reference = box_area_lam(*box_bounds(lam, 12, 20), 12, 20)
+    # two-sample Kolmogorov-Smirnov distance (0.021 would be p ≈ 0.0003 for the same law)
+    grid = (torch.arange(240) + 0.5) / 240  # between the possible values k / (12·20)
+    cdf = [torch.searchsorted(v.sort().values, grid, right=True) / len(v)
+           for v in (lam_kept, reference)]
+    assert (cdf[0] - cdf[1]).abs().max() < 0.021
+
+
 @pytest.mark.parametrize("name", MIXERS)
 @pytest.mark.parametrize("mode", MODES)
 def test_prob_zero_returns_inputs_unchanged(name, mode):

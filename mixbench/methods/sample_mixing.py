@@ -234,28 +234,44 @@ def mixup_inputs(x: torch.Tensor, perm: torch.Tensor, lam: Lam) -> tuple[torch.T
 
 
 @functools.lru_cache(maxsize=16)
-def box_axes(height: int, width: int, device):
-    """(tensor([H, W]), tensor([H/2, W/2]), arange(max(H, W))), float32 on ``device``,
-    cached: built once, never modified."""
+def box_tables(height: int, width: int, device):
+    """Constants of per-sample CutMix boxes on ``device``, built once and never modified:
+    tensor([H, W]) and its half (float32); zeros and ±1, to put a box's two ends around its
+    centre and clip them; and ``steps``, (L+1)×(L+1) with L = max(H, W), whose row k is 1 at
+    pixels i < k and holds k in its last column, so that ``steps[high] - steps[low]`` marks
+    the pixels low ≤ i < high and ends in the extent high - low."""
     size = torch.tensor([height, width], dtype=torch.float32, device=device)
-    return size, size / 2, torch.arange(max(height, width), dtype=torch.float32, device=device)
+    side = max(height, width)
+    steps = torch.ones(side + 1, side + 1, device=device).tril_(-1)
+    steps[:, side] = torch.arange(side + 1, device=device)
+    ends = torch.tensor([-1.0, 1.0], device=device).view(2, 1, 1)
+    return size, size / 2, torch.zeros(2, device=device), ends, steps
 
 
-def cutmix_keep_weight(lam: torch.Tensor, height: int, width: int, dtype: torch.dtype):
-    """Per sample: H×W weights of x (0 in a random box of area 1-λ, clipped) and the λ kept.
+def cutmix_paste_weight(lam: torch.Tensor, height: int, width: int):
+    """Per sample: H×W weights of the partner (1 in a random box of area 1-λ, clipped to the
+    image, else 0) and the λ kept, 1 - box area / image area.
 
-    The boxes of ``box_bounds`` with rows and columns handled together as B×2 tensors of
-    whole numbers in float32 (no dtype conversions), so the mask costs about fifteen small
-    ops instead of forty: on the CPU each costs microseconds, as much as the blend."""
-    size, half_size, index = box_axes(height, width, lam.device)
-    half = (torch.sqrt(1.0 - lam)[:, None] * half_size).floor_()  # ⌊cut·H/2⌋ = ⌊cut·H⌋ // 2
-    centre = (torch.rand(len(lam), 2, device=lam.device) * size).floor_()  # uniform pixels
-    low = (centre - half).clamp_min_(0)
-    high = torch.minimum(centre + half, size)
-    outside = ((index < low[:, :, None]) | (index >= high[:, :, None])).to(dtype)  # B×2×L
-    # a pixel is kept when its row or its column is outside the box
-    keep = torch.maximum(outside[:, 0, :height, None], outside[:, 1, None, :width])
-    return keep, 1.0 - (high - low).prod(1) / (height * width)
+    The boxes of ``box_bounds`` in about fifteen small ops (on the CPU each costs
+    microseconds, as much as the blend): rows and columns together as tensors of whole
+    numbers in float32, and the pixels inside looked up in ``box_tables``' steps."""
+    size, half_size, zero, ends, steps = box_tables(height, width, lam.device)
+    n = len(lam)
+    half = torch.outer(torch.rsub(lam, 1.0).sqrt_(), half_size).floor_()  # ⌊cut·H⌋ // 2
+    centre = torch.rand(n, 2, device=lam.device).mul_(size).floor_()  # uniform pixels
+    # (low, high) × n × (rows, cols), clipped to the image
+    bounds = torch.addcmul(centre, half, ends).clamp_(zero, size)
+    marks = steps.index_select(0, bounds.view(-1).long()).view(2, n, 2, -1)
+    inside = marks[1] - marks[0]  # n × (rows, cols) × (pixels low ≤ i < high, extent)
+    weight = torch.mul(inside[:, 0, :height, None], inside[:, 1, None, :width])
+    return weight, torch.rsub(inside[:, :, -1].prod(1), 1.0, alpha=1.0 / (height * width))
+
+
+def paste(x: torch.Tensor, perm: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """(1-weight)·x + weight·x[perm]: ``blend`` with the partner's weight (for masks of the
+    pasted pixels), written into the partner copy, so x must not need gradients (inputs)."""
+    partner = x.index_select(0, perm)
+    return torch.lerp(x, partner, weight, out=partner)
 
 
 def cutmix_inputs(x: torch.Tensor, perm: torch.Tensor, lam: Lam) -> tuple[torch.Tensor, Lam]:
@@ -267,8 +283,8 @@ def cutmix_inputs(x: torch.Tensor, perm: torch.Tensor, lam: Lam) -> tuple[torch.
         keep = torch.ones(h, w, dtype=x.dtype, device=x.device)
         keep[top:bottom, left:right] = 0.0
         return blend(x, perm, keep), box_area_lam(top, bottom, left, right, h, w)
-    keep, lam_used = cutmix_keep_weight(lam, h, w, x.dtype)
-    return blend(x, perm, keep[:, None]), lam_used
+    weight, lam_used = cutmix_paste_weight(lam, h, w)
+    return paste(x, perm, weight[:, None].to(x.dtype)), lam_used
 
 
 @METHODS.register("mixup")
@@ -308,15 +324,15 @@ class MixupCutMix(SampleMixer):
             if torch.rand(()).item() < self.switch_prob:
                 return cutmix_inputs(x, perm, self._cutmix_beta.one())
             return mixup_inputs(x, perm, lam)
-        # Per sample: a cutmix sample keeps x outside its box, a mixup sample a λ of every
-        # pixel; one blend with weight keep_box × λ_mixup does both.
+        # Per sample: one blend in which the partner's weight is the box of a cutmix sample
+        # and 1-λ at every pixel of a mixup sample.
         b, (h, w) = len(lam), x.shape[-2:]
         use_cutmix = (torch.rand(b, device=lam.device) < self.switch_prob) & (lam < 1.0)
         lam_cut = torch.where(use_cutmix, self._cutmix_beta.many(b, lam.device), 1.0)
         lam_mix = torch.where(use_cutmix, 1.0, lam)
-        keep, lam_kept = cutmix_keep_weight(lam_cut, h, w, x.dtype)
-        weight = keep[:, None] * per_sample(lam_mix, x)
-        return blend(x, perm, weight), lam_kept * lam_mix
+        weight, lam_kept = cutmix_paste_weight(lam_cut, h, w)
+        weight = weight[:, None].to(x.dtype).add_(per_sample(1.0 - lam_mix, x))
+        return paste(x, perm, weight), lam_kept * lam_mix
 
     def __repr__(self) -> str:
         return (super().__repr__()[:-1] + f", cutmix_alpha={self.cutmix_alpha}, "
