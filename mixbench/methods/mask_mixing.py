@@ -245,15 +245,17 @@ class ResizeMix(SampleMixer):
 
     def mix_inputs(self, x, perm, lam):
         low, high = self.scope
-        b, _, h, w = x.shape
+        b, c, h, w = x.shape
         if isinstance(lam, float):  # one box for the batch: copy only the box
             tau = low + (high - low) * lam
             box_h, box_w = int(tau * h), int(tau * w)
             top = int(torch.randint(0, h - box_h + 1, ()))
             left = int(torch.randint(0, w - box_w + 1, ()))
             rows, cols = shrink_index(box_h, h, x.device), shrink_index(box_w, w, x.device)
+            # Shrink every image, then pick the partners: the permuted copy is box-sized.
+            shrunk = x.index_select(2, rows).gather(3, cols.expand(b, c, box_h, box_w))
             mixed = x.clone()
-            mixed[:, :, top:top + box_h, left:left + box_w] = partner_pixels(x, perm, rows, cols)
+            mixed[:, :, top:top + box_h, left:left + box_w] = shrunk.index_select(0, perm)
             return mixed, box_area_lam(top, top + box_h, left, left + box_w, h, w)
         tau = torch.where(lam < 1.0, low + (high - low) * lam, 0.0)
         box_h, box_w = (tau * h).long(), (tau * w).long()
