@@ -61,7 +61,8 @@ def keep_top_fraction(scores: torch.Tensor, lam: torch.Tensor,
     n, h, w = scores.shape
     flat = scores.reshape(n, -1)
     keep = torch.round(lam * (h * w)).long()[:, None]
-    low, high = torch.aminmax(flat, dim=1, keepdim=True)
+    # (amin and amax, not aminmax: its per-row CPU kernel is ~20× slower than the two)
+    low, high = flat.amin(1, keepdim=True), flat.amax(1, keepdim=True)
     level = ((flat - low) * ((levels - 1) / (high - low).clamp_min(1e-12))).long()
     # a histogram per row (scatter_add: bincount would read its size back from the GPU)
     counts = torch.zeros(n, levels, dtype=torch.long, device=flat.device).scatter_add_(
