@@ -332,6 +332,18 @@ def test_fmix_keeps_round_lambda_pixels(mode, monkeypatch):
     assert torch.allclose(lam_vector(result.lam), expected)
 
 
+def test_fmix_noise_power_falls_as_a_power_of_frequency():
+    from mixbench.methods.mask_mixing import low_frequency_noise
+
+    torch.manual_seed(5)
+    decay = 3.0
+    noise = low_frequency_noise(4000, 16, 16, decay, "cpu")
+    power = torch.fft.rfft2(noise).abs().square().mean(0)  # average over images
+    # along the first row of frequencies: |F(f)|² ∝ f^(-2δ), f = k/16
+    slope = (power[0, 4] / power[0, 2]).log() / torch.log(torch.tensor(2.0))
+    assert abs(slope.item() + 2 * decay) < 0.2
+
+
 def test_keep_top_fraction_keeps_the_highest_pixels():
     from mixbench.methods.mask_mixing import keep_top_fraction
 

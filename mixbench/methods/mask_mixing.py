@@ -22,10 +22,9 @@ from mixbench.registry import METHODS
 def host_to(tensor: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """A small host tensor on x's device and dtype without waiting for the device: a copy
     from pageable memory would synchronise, one from pinned memory is queued."""
-    tensor = tensor.to(x.dtype)
     if x.device.type != "cuda":
-        return tensor.to(x.device)
-    return tensor.pin_memory().to(x.device, non_blocking=True)
+        return tensor.to(x.device, x.dtype)
+    return tensor.to(x.dtype).pin_memory().to(x.device, non_blocking=True)
 
 
 class MaskMixer(SampleMixer):
@@ -88,10 +87,12 @@ def fourier_scale(height: int, width: int, decay_power: float, device) -> torch.
 def low_frequency_noise(n: int, height: int, width: int, decay_power: float,
                         device) -> torch.Tensor:
     """n×H×W real images whose Fourier amplitudes fall as 1/f^δ (FMix's grey noise):
-    complex Gaussian spectra scaled by 1/max(f, 1/max(H, W))^δ, then an inverse real FFT."""
+    complex Gaussian spectra scaled by 1/max(f, 1/max(H, W))^δ, then an inverse real FFT.
+    (torch's complex normal has variance 1/2 per part, FMix's 1: the same noise up to a
+    constant factor, which no threshold of it sees.)"""
     scale = fourier_scale(height, width, decay_power, torch.device(device))
-    spectrum = torch.randn(n, height, width // 2 + 1, 2, device=device)
-    return torch.fft.irfft2(torch.view_as_complex(spectrum) * scale, s=(height, width))
+    spectrum = torch.randn(n, height, width // 2 + 1, dtype=torch.complex64, device=device)
+    return torch.fft.irfft2(spectrum.mul_(scale), s=(height, width))
 
 
 @METHODS.register("fmix")
@@ -250,13 +251,14 @@ class ResizeMix(SampleMixer):
         if isinstance(lam, float):  # one box for the batch: copy only the box
             tau = low + (high - low) * lam
             box_h, box_w = int(tau * h), int(tau * w)
-            top = int(torch.randint(0, h - box_h + 1, ()))
-            left = int(torch.randint(0, w - box_w + 1, ()))
+            u, v = torch.rand(2).tolist()  # the box's corner, uniform over whole pixels
+            top, left = int(u * (h - box_h + 1)), int(v * (w - box_w + 1))
             rows, cols = shrink_index(box_h, h, x.device), shrink_index(box_w, w, x.device)
             # Shrink every image, then pick the partners: the permuted copy is box-sized.
             shrunk = x.index_select(2, rows).gather(3, cols.expand(b, c, box_h, box_w))
             mixed = x.clone()
-            mixed[:, :, top:top + box_h, left:left + box_w] = shrunk.index_select(0, perm)
+            box = mixed.narrow(2, top, box_h).narrow(3, left, box_w)
+            box.copy_(shrunk.index_select(0, perm))
             return mixed, box_area_lam(top, top + box_h, left, left + box_w, h, w)
         tau = torch.where(lam < 1.0, low + (high - low) * lam, 0.0)
         box_h, box_w = (tau * h).long(), (tau * w).long()
