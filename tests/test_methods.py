@@ -113,6 +113,18 @@ def test_per_sample_cutmix_boxes_are_cutmix_boxes():
     assert (cdf[0] - cdf[1]).abs().max() < 0.021
 
 
+@pytest.mark.parametrize("name", ["cutmix", "mixup_cutmix"])
+def test_per_sample_boxes_pass_gradients_to_both_images(name):
+    torch.manual_seed(6)
+    x, y = batch()
+    x.requires_grad_()
+    extra = {"switch_prob": 1.0} if name == "mixup_cutmix" else {}
+    build(name, lam_mode="sample", **extra).mix_batch(x, y).x.sum().backward()
+    # every pixel of the mixed batch comes from one image or the other: gradients add up to 1
+    # per mixed pixel, whatever image they reach
+    assert torch.allclose(x.grad.sum(), torch.tensor(float(x.numel())))
+
+
 @pytest.mark.parametrize("name", MIXERS)
 @pytest.mark.parametrize("mode", MODES)
 def test_prob_zero_returns_inputs_unchanged(name, mode):

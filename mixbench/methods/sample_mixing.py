@@ -269,8 +269,11 @@ def cutmix_paste_weight(lam: torch.Tensor, height: int, width: int):
 
 def paste(x: torch.Tensor, perm: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """(1-weight)·x + weight·x[perm]: ``blend`` with the partner's weight (for masks of the
-    pasted pixels), written into the partner copy, so x must not need gradients (inputs)."""
+    pasted pixels), written into the partner copy (a new buffer where x needs gradients:
+    autograd does not record ``out=``)."""
     partner = x.index_select(0, perm)
+    if x.requires_grad and torch.is_grad_enabled():
+        return torch.lerp(x, partner, weight)
     return torch.lerp(x, partner, weight, out=partner)
 
 
