@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from mixbench.errors import ConfigError
 from mixbench.methods.sample_mixing import (SampleMixer, blend, box_area_lam, box_bounds,
-                                            box_halves, box_keep_weight)
+                                            box_halves, box_keep_weight, paste)
 from mixbench.registry import METHODS
 
 
@@ -167,9 +167,9 @@ class SmoothMix(MaskMixer):
     λ = mask mean. σ is set by λ ~ Beta(α, α): the unclipped blob holds (1-λ)·H·W pixels
     of weight (2πσ² = (1-λ)HW), as a CutMix box of area 1-λ would."""
 
-    def make_mask(self, lam, height, width):
-        # The blob is separable, exp(-dy²/2σ²)·exp(-dx²/2σ²): exp runs on n·(H+W) values
-        # and one outer product makes the n×H×W partner weights.
+    def partner_profiles(self, lam, height, width):
+        """n×H and n×W: the blob is separable, exp(-dy²/2σ²)·exp(-dx²/2σ²), so exp runs on
+        n·(H+W) values and the partner's weight is their outer product."""
         n, device = len(lam), lam.device
         scale = -math.pi / ((1.0 - lam) * (height * width)).clamp_min(1e-12)  # -1/(2σ²)
         centre = torch.rand(n, 2, device=device)
@@ -177,8 +177,20 @@ class SmoothMix(MaskMixer):
         along_x = (pixel_centres(width, device) - centre[:, 1:] * width).square_()
         # (λ = 1: not mixed at all, so the partner's weight is 0)
         along_y = along_y.mul_(scale[:, None]).exp_().mul_((lam < 1.0)[:, None])
-        along_x = along_x.mul_(scale[:, None]).exp_()
+        return along_y, along_x.mul_(scale[:, None]).exp_()
+
+    def make_mask(self, lam, height, width):
+        along_y, along_x = self.partner_profiles(lam, height, width)
         return torch.mul(along_y[:, :, None], along_x[:, None, :]).neg_().add_(1.0)
+
+    def mix_inputs(self, x, perm, lam):
+        if isinstance(lam, float):
+            return super().mix_inputs(x, perm, lam)
+        # Per sample: blend with the partner's weight (no 1 - mask pass) and take each mask
+        # mean from the two profiles' means (no reduction over n×H×W).
+        along_y, along_x = self.partner_profiles(lam, *x.shape[-2:])
+        weight = torch.mul(along_y[:, None, :, None], along_x[:, None, None, :])
+        return paste(x, perm, weight.to(x.dtype)), 1.0 - along_y.mean(1) * along_x.mean(1)
 
     def batch_mask(self, lam, height, width):
         # One blob: the same with Python floats for σ and the centre, and the mask mean from
