@@ -330,6 +330,23 @@ def test_gridmix_mask_is_constant_on_grid_cells(mode):
     assert (row_changes > 0).any()
 
 
+def test_gridmix_per_sample_masks_are_constant_on_the_drawn_grid():
+    from mixbench.methods.mask_mixing import cell_index, cell_indices
+
+    table = cell_indices(10, 2, 6, torch.device("cpu"))
+    assert all(torch.equal(table[g - 2], cell_index(10, g)) for g in range(2, 7))
+    torch.manual_seed(18)
+    for g in (2, 3, 5):
+        mask = build("gridmix", n_holes=[g, g], lam_mode="sample").make_mask(
+            torch.full((50,), 0.5), 10, 12).view(50, -1)
+        cell = (cell_index(10, g)[:, None] * g + cell_index(12, g)[None, :]).view(1, -1)
+        per_cell = [torch.zeros(50, g * g).scatter_reduce(1, cell.expand(50, -1), mask, how,
+                                                          include_self=False)
+                    for how in ("amin", "amax")]
+        assert torch.equal(per_cell[0], per_cell[1])  # one value per cell
+        assert 0.3 < mask.mean() < 0.7  # cells kept with probability λ
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_fmix_keeps_round_lambda_pixels(mode, monkeypatch):
     from mixbench.methods.sample_mixing import SampleMixer

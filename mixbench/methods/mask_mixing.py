@@ -136,10 +136,10 @@ class GridMix(MaskMixer):
     def make_mask(self, lam, height, width):
         low, high = self.n_holes
         n, device = len(lam), lam.device
-        grid = torch.randint(low, high + 1, (n, 1), device=device)  # cells per side
+        grid = torch.randint(0, high - low + 1, (n,), device=device)  # cells per side - low
         cells = (torch.rand(n, high, high, device=device) < lam[:, None, None]).float()
-        cell_row = torch.arange(height, device=device) * grid // height  # n×H
-        cell_col = torch.arange(width, device=device) * grid // width  # n×W
+        cell_row = cell_indices(height, low, high, device).index_select(0, grid)  # n×H
+        cell_col = cell_indices(width, low, high, device).index_select(0, grid)  # n×W
         # rows of cells first (n×H×high), then columns with a broadcast (stride-0) index:
         # no n×H×W index is ever built
         rows = cells.gather(1, cell_row[:, :, None].expand(n, height, high))
@@ -158,6 +158,14 @@ def cell_index(size: int, grid: int) -> torch.Tensor:
     """The grid cell (0..grid-1) of each of ``size`` pixels along one side (cached; never
     modified)."""
     return torch.arange(size) * grid // size
+
+
+@functools.lru_cache(maxsize=64)
+def cell_indices(size: int, low: int, high: int, device) -> torch.Tensor:
+    """Row g - low: ``cell_index(size, g)`` for each grid g in low..high, on ``device``
+    (cached; never modified)."""
+    grids = torch.arange(low, high + 1, device=device)[:, None]
+    return torch.arange(size, device=device) * grids // size
 
 
 @METHODS.register("smoothmix")
