@@ -331,7 +331,10 @@ def test_gridmix_mask_is_constant_on_grid_cells(mode):
 
 
 def test_gridmix_per_sample_masks_are_constant_on_the_drawn_grid():
-    from mixbench.methods.mask_mixing import cell_index, cell_indices
+    from mixbench.methods.mask_mixing import cell_indices
+
+    def cell_index(size, g):  # pixel i lies in cell ⌊i·g/size⌋
+        return torch.tensor([i * g // size for i in range(size)])
 
     table = cell_indices(10, 2, 6, torch.device("cpu"))
     assert all(torch.equal(table[g - 2], cell_index(10, g)) for g in range(2, 7))

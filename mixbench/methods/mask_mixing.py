@@ -146,24 +146,20 @@ class GridMix(MaskMixer):
         return rows.gather(2, cell_col[:, None, :].expand(n, height, width))
 
     def batch_mask(self, lam, height, width):
-        grid = int(torch.randint(self.n_holes[0], self.n_holes[1] + 1, ()))
-        cells = (torch.rand(grid, grid) < lam).float()
-        mask = cells.index_select(0, cell_index(height, grid)).index_select(
-            1, cell_index(width, grid))
+        low, high = self.n_holes
+        choice = int(torch.randint(0, high - low + 1, ()))  # cells per side - low
+        cells = (torch.rand(low + choice, low + choice) < lam).float()
+        cpu = torch.device("cpu")
+        cell_row = cell_indices(height, low, high, cpu)[choice]
+        cell_col = cell_indices(width, low, high, cpu)[choice]
+        mask = cells.index_select(0, cell_row).index_select(1, cell_col)
         return mask, mask.mean().item()
 
 
 @functools.lru_cache(maxsize=64)
-def cell_index(size: int, grid: int) -> torch.Tensor:
-    """The grid cell (0..grid-1) of each of ``size`` pixels along one side (cached; never
-    modified)."""
-    return torch.arange(size) * grid // size
-
-
-@functools.lru_cache(maxsize=64)
 def cell_indices(size: int, low: int, high: int, device) -> torch.Tensor:
-    """Row g - low: ``cell_index(size, g)`` for each grid g in low..high, on ``device``
-    (cached; never modified)."""
+    """Row g - low: the grid cell (0..g-1) of each of ``size`` pixels along one side, for
+    each grid g in low..high, on ``device`` (cached; never modified)."""
     grids = torch.arange(low, high + 1, device=device)[:, None]
     return torch.arange(size, device=device) * grids // size
 
