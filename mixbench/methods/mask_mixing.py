@@ -233,11 +233,10 @@ def shrink_index(out_size: int, in_size: int, device) -> torch.Tensor:
 
 def partner_pixels(x: torch.Tensor, perm: torch.Tensor, src_row: torch.Tensor,
                    src_col: torch.Tensor) -> torch.Tensor:
-    """x[perm[b], :, src_row[b, r], src_col[b, q]] as B×C×R×Q, with ``src_row`` R or B×R and
-    ``src_col`` Q or B×Q. Whole rows by index_select (row copies), then columns by gather:
-    several times faster on the CPU than indexing along the last dimension directly."""
+    """x[perm[b], :, src_row[b, r], src_col[b, q]] as B×C×R×Q (``src_row`` B×R, ``src_col``
+    B×Q). Whole rows by index_select (row copies), then columns by gather: several times
+    faster on the CPU than indexing along the last dimension directly."""
     b, c, h, w = x.shape
-    src_row, src_col = src_row.expand(b, -1), src_col.expand(b, -1)
     channels = torch.arange(c, device=x.device)[None, :, None]
     row_index = (perm[:, None, None] * c + channels) * h + src_row[:, None, :]
     rows = x.reshape(-1, w).index_select(0, row_index.reshape(-1)).view(b, c, -1, w)
