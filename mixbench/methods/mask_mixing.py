@@ -232,15 +232,26 @@ def shrink_index(out_size: int, in_size: int, device) -> torch.Tensor:
 
 
 def partner_pixels(x: torch.Tensor, perm: torch.Tensor, src_row: torch.Tensor,
-                   src_col: torch.Tensor) -> torch.Tensor:
-    """x[perm[b], :, src_row[b, r], src_col[b, q]] as B×C×R×Q (``src_row`` B×R, ``src_col``
-    B×Q). Whole rows by index_select (row copies), then columns by gather: several times
-    faster on the CPU than indexing along the last dimension directly."""
+                   src_col: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """x[perm[b], :, src_row[b, r], src_col[b, q]] as B×C×R×Q, written into ``out`` if given
+    (any B×C×R×Q view, e.g. a box inside the mixed batch). ``src_row`` is B×R and ``src_col``
+    B×Q, or 1×R and 1×Q when every image picks the same pixels. Whole rows by index_select
+    (row copies), then columns by gather: several times faster on the CPU than indexing
+    along the last dimension directly."""
     b, c, h, w = x.shape
-    channels = torch.arange(c, device=x.device)[None, :, None]
-    row_index = (perm[:, None, None] * c + channels) * h + src_row[:, None, :]
-    rows = x.reshape(-1, w).index_select(0, row_index.reshape(-1)).view(b, c, -1, w)
-    return rows.gather(3, src_col[:, None, None, :].expand(b, c, rows.shape[2], -1))
+    # row (perm[b]·C + channel)·H + src_row of x viewed as (B·C·H)×W
+    row_index = torch.add(channel_rows(c, h, x.device) + src_row[:, None, :],
+                          perm[:, None, None], alpha=c * h)
+    rows = x.reshape(-1, w).index_select(0, row_index.view(-1)).view(b, c, -1, w)
+    cols = src_col[:, None, None, :].expand(b, c, rows.shape[2], -1)
+    return torch.gather(rows, 3, cols) if out is None else torch.gather(rows, 3, cols, out=out)
+
+
+@functools.lru_cache(maxsize=16)
+def channel_rows(channels: int, height: int, device) -> torch.Tensor:
+    """C×1: the first row of each channel in an image viewed as (C·H)×W (cached; never
+    modified)."""
+    return (torch.arange(channels, device=device) * height)[:, None]
 
 
 @METHODS.register("resizemix")
@@ -269,11 +280,11 @@ class ResizeMix(SampleMixer):
             u, v = torch.rand(2).tolist()  # the box's corner, uniform over whole pixels
             top, left = int(u * (h - box_h + 1)), int(v * (w - box_w + 1))
             rows, cols = shrink_index(box_h, h, x.device), shrink_index(box_w, w, x.device)
-            # Shrink every image, then pick the partners: the permuted copy is box-sized.
-            shrunk = x.index_select(2, rows).gather(3, cols.expand(b, c, box_h, box_w))
+            # The shrunk partners are gathered straight into the box: no box-sized buffers
+            # besides the partners' rows.
             mixed = x.clone()
-            box = mixed.narrow(2, top, box_h).narrow(3, left, box_w)
-            box.copy_(shrunk.index_select(0, perm))
+            partner_pixels(x, perm, rows[None], cols[None],
+                           out=mixed.narrow(2, top, box_h).narrow(3, left, box_w))
             return mixed, box_area_lam(top, top + box_h, left, left + box_w, h, w)
         tau = torch.where(lam < 1.0, low + (high - low) * lam, 0.0)
         box_h, box_w = (tau * h).long(), (tau * w).long()
