@@ -249,22 +249,27 @@ def box_tables(height: int, width: int, device):
 
 
 def cutmix_paste_weight(lam: torch.Tensor, height: int, width: int):
-    """Per sample: H×W weights of the partner (1 in a random box of area 1-λ, clipped to the
+    """Per sample: n×1×H×W weights of the partner (1 in a random box of area 1-λ, clipped to the
     image, else 0) and the λ kept, 1 - box area / image area.
 
     The boxes of ``box_bounds`` in about fifteen small ops (on the CPU each costs
     microseconds, as much as the blend): rows and columns together as tensors of whole
     numbers in float32, and the pixels inside looked up in ``box_tables``' steps."""
     size, half_size, zero, ends, steps = box_tables(height, width, lam.device)
-    n = len(lam)
+    n, side = len(lam), steps.shape[1] - 1
     half = torch.outer(torch.rsub(lam, 1.0).sqrt_(), half_size).floor_()  # ⌊cut·H⌋ // 2
     centre = torch.rand(n, 2, device=lam.device).mul_(size).floor_()  # uniform pixels
     # (low, high) × n × (rows, cols), clipped to the image
     bounds = torch.addcmul(centre, half, ends).clamp_(zero, size)
-    marks = steps.index_select(0, bounds.view(-1).long()).view(2, n, 2, -1)
-    inside = marks[1] - marks[0]  # n × (rows, cols) × (pixels low ≤ i < high, extent)
-    weight = torch.mul(inside[:, 0, :height, None], inside[:, 1, None, :width])
-    return weight, torch.rsub(inside[:, :, -1].prod(1), 1.0, alpha=1.0 / (height * width))
+    low, high = steps.index_select(0, bounds.view(-1).long()).view(2, n, 2, -1).unbind()
+    inside = high - low  # n × (rows, cols) × (pixels low ≤ i < high, extent); contiguous
+    # n×1×H×1 rows times n×1×1×W columns, and the n×2 extents, as strided views of
+    # ``inside`` (one op each instead of a select, a slice and an unsqueeze per axis)
+    row = 2 * (side + 1)
+    weight = torch.mul(inside.as_strided((n, 1, height, 1), (row, 0, 1, 0)),
+                       inside.as_strided((n, 1, 1, width), (row, 0, 0, 1), side + 1))
+    extents = inside.as_strided((n, 2), (row, side + 1), side)
+    return weight, torch.rsub(extents.prod(1), 1.0, alpha=1.0 / (height * width))
 
 
 def paste(x: torch.Tensor, perm: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -287,7 +292,7 @@ def cutmix_inputs(x: torch.Tensor, perm: torch.Tensor, lam: Lam) -> tuple[torch.
         keep[top:bottom, left:right] = 0.0
         return blend(x, perm, keep), box_area_lam(top, bottom, left, right, h, w)
     weight, lam_used = cutmix_paste_weight(lam, h, w)
-    return paste(x, perm, weight[:, None].to(x.dtype)), lam_used
+    return paste(x, perm, weight.to(x.dtype)), lam_used
 
 
 @METHODS.register("mixup")
@@ -334,7 +339,7 @@ class MixupCutMix(SampleMixer):
         lam_cut = torch.where(use_cutmix, self._cutmix_beta.many(b, lam.device), 1.0)
         lam_mix = torch.where(use_cutmix, 1.0, lam)
         weight, lam_kept = cutmix_paste_weight(lam_cut, h, w)
-        weight = weight[:, None].to(x.dtype).add_(per_sample(1.0 - lam_mix, x))
+        weight = weight.to(x.dtype).add_(per_sample(1.0 - lam_mix, x))
         return paste(x, perm, weight), lam_kept * lam_mix
 
     def __repr__(self) -> str:
