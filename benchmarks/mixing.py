@@ -12,7 +12,9 @@ CPU and, when there is one, on CUDA. Times are medians from ``torch.utils.benchm
 ``--rounds R`` every process runs R times, in turn, and the table shows the median of rounds
 (a shared machine's load then hits every library alike). With ``--interleave N`` ours and
 torchvision's run in one process, taking turns N times (timm keeps its own process): on a
-machine whose speed drifts within seconds, the ratios to torchvision are then paired.
+machine whose speed drifts within seconds, the ratios to torchvision are then paired, and the
+table adds, in brackets, the quartiles of each target's ratio over all turns (mixup and cutmix
+over torchvision's time in the same turn, the other mixers over our mixup's).
 Every process raises glibc's malloc thresholds first (unless ``--plain-malloc``), so that a
 fresh batch-sized buffer is not a round trip to the OS; it applies to all libraries alike.
 
@@ -26,6 +28,7 @@ import json
 import statistics
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -118,8 +121,23 @@ def time_interleaved(args, device: str) -> dict[str, dict[str, float]]:
     for _ in range(args.interleave):
         for key, fn in fns.items():
             samples[key].append(timer_median_ms(fn, device, args.min_time / args.interleave))
-    return {library: {key: statistics.median(t) for (lib, key), t in samples.items()
-                      if lib == library} for library in ("ours", "torchvision")}
+    out = {library: {key: statistics.median(t) for (lib, key), t in samples.items()
+                     if lib == library} for library in ("ours", "torchvision")}
+    # Per turn, each of ours over its reference in that same turn (see paired_reference)
+    out["paired"] = {}
+    for key in out["ours"]:
+        ref = paired_reference(key)
+        out["paired"][key] = [a / b for a, b in zip(samples[("ours", key)], samples[ref])]
+    return out
+
+
+def paired_reference(key: str) -> tuple[str, str]:
+    """What a mixer's target compares it with: torchvision's per-batch mixer of the same name
+    for mixup and cutmix (torchvision has no per-sample λ), else our mixup in the same mode."""
+    name, mode = key.split("/")
+    if name in ("mixup", "cutmix"):
+        return "torchvision", f"{name}/batch"
+    return "ours", f"mixup/{mode}"
 
 
 LIBRARIES = {"ours": time_ours, "timm": time_timm, "torchvision": time_torchvision,
@@ -146,6 +164,17 @@ def median_of_rounds(rounds: list[dict[str, float]]) -> dict[str, float]:
     return {key: statistics.median(t[key] for t in rounds if key in t) for key in sorted(keys)}
 
 
+def quartiles_of_rounds(rounds: list[dict[str, list[float]]]) -> dict[str, tuple[float, float]]:
+    """Per mixer, the 25th and 75th percentiles of its paired ratios over every turn of every
+    round: how far the ratio moves on this machine."""
+    pooled: dict[str, list[float]] = {}
+    for paired in rounds:
+        for key, ratios in paired.items():
+            pooled.setdefault(key, []).extend(ratios)
+    return {key: tuple(statistics.quantiles(r, n=4)[::2]) for key, r in pooled.items()
+            if len(r) >= 2}
+
+
 def fmt(value: float | None, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
@@ -154,7 +183,9 @@ def ratio(a: float | None, b: float | None) -> str:
     return "—" if a is None or b is None else f"{a / b:.2f}×"
 
 
-def print_table(device: str, ours: dict, timm: dict, tv: dict) -> None:
+def print_table(device: str, ours: dict, timm: dict, tv: dict, spread: dict) -> None:
+    """The table; with ``spread`` (interleaved runs) the ratio a target is about is followed by
+    the quartiles of its per-turn paired ratios."""
     print(f"\n### {device}\n")
     print("| mixer | λ | ms / batch | / torchvision v2 | / timm | / our mixup |")
     print("|---|---|---:|---:|---:|---:|")
@@ -166,8 +197,15 @@ def print_table(device: str, ours: dict, timm: dict, tv: dict) -> None:
             ref = name if name in ("mixup", "cutmix") else None
             tv_ms = tv.get(f"{ref}/batch") if ref else None
             timm_ms = timm.get(f"{ref}/{mode}") if ref else None
-            print(f"| {name} | {mode} | {fmt(ms)} | {ratio(ms, tv_ms)} | {ratio(ms, timm_ms)} "
-                  f"| {ratio(ms, ours.get(f'mixup/{mode}'))} |")
+            to_tv, to_mixup = ratio(ms, tv_ms), ratio(ms, ours.get(f"mixup/{mode}"))
+            if key in spread:  # next to the ratio paired_reference names
+                low, high = spread[key]
+                if ref:
+                    to_tv += f" ({low:.2f}–{high:.2f})"
+                else:
+                    to_mixup += f" ({low:.2f}–{high:.2f})"
+            print(f"| {name} | {mode} | {fmt(ms)} | {to_tv} | {ratio(ms, timm_ms)} "
+                  f"| {to_mixup} |")
     print("\n| reference | λ | ms / batch |")
     print("|---|---|---:|")
     for library, times in [("torchvision v2", tv), ("timm Mixup", timm)]:
@@ -204,12 +242,9 @@ def main() -> None:
     if args.child:
         print(json.dumps(LIBRARIES[args.child](args, args.device)))
         return
-    import timm
-    import torchvision
-
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and not args.no_cuda else [])
     print(f"batch {args.batch}×3×32×32 float32, {args.classes} classes; torch "
-          f"{torch.__version__}, torchvision {torchvision.__version__}, timm {timm.__version__};"
+          f"{torch.__version__}, torchvision {version('torchvision')}, timm {version('timm')};"
           f" {args.threads} CPU threads; malloc thresholds "
           f"{'default' if args.plain_malloc else 'raised'}; medians of torch.utils.benchmark"
           f"{f', median of {args.rounds} rounds' if args.rounds > 1 else ''}"
@@ -222,7 +257,8 @@ def main() -> None:
             rounds.append({**times.pop("interleaved", {}), **times})
         times = {library: median_of_rounds([r.get(library, {}) for r in rounds])
                  for library in ("ours", "timm", "torchvision")}
-        print_table(device, times["ours"], times["timm"], times["torchvision"])
+        spread = quartiles_of_rounds([r.get("paired", {}) for r in rounds])
+        print_table(device, times["ours"], times["timm"], times["torchvision"], spread)
 
 
 if __name__ == "__main__":
