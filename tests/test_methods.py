@@ -129,6 +129,26 @@ def test_per_sample_boxes_pass_gradients_to_both_images(name):
 
 @pytest.mark.parametrize("name", MIXERS)
 @pytest.mark.parametrize("mode", MODES)
+def test_low_precision_channels_last_batches_mix_in_their_dtype(name, mode):
+    # bf16 inputs (AMP pipelines that cast on the loader) in channels_last memory: the masks,
+    # boxes and weights are built in float32 and must meet the batch's dtype and layout.
+    torch.manual_seed(8)
+    x, y = batch()
+    x = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    y = y.to(torch.bfloat16)
+    result = build(name, alpha=1.0, lam_mode=mode).mix_batch(x, y)
+    assert result.x.dtype == torch.bfloat16 and result.x.shape == x.shape
+    assert result.y.dtype == torch.bfloat16
+    assert torch.allclose(result.y.float().sum(1), torch.ones(B), atol=1e-2)
+    if name in BINARY:  # every pixel is x's or its partner's, exactly
+        j = partners(result.y.float())
+        own, partner = x.float(), x.float()[j]
+        out = result.x.float()
+        assert ((out == own) | (out == partner)).all()
+
+
+@pytest.mark.parametrize("name", MIXERS)
+@pytest.mark.parametrize("mode", MODES)
 def test_prob_zero_returns_inputs_unchanged(name, mode):
     x, y = batch()
     result = build(name, prob=0.0, lam_mode=mode).mix_batch(x, y)
