@@ -4,6 +4,8 @@ transmix, alignmix.
 Per method: shapes and dtypes, valid mixed targets, λ consistent with what was mixed, prob=0
 is plain CE, determinism, config errors, a step under DDP, and a 1-epoch run on digits.
 Batches often use label == index (K = B) so a mixed target row names the sample's partner."""
+import math
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -16,7 +18,7 @@ from mixbench.engine.checkpoint import save_checkpoint
 from mixbench.engine.trainer import train
 from mixbench.errors import ConfigError
 from mixbench.losses import SoftTargetCrossEntropy
-from mixbench.methods.alignmix import align_and_mix, sinkhorn_plan
+from mixbench.methods.alignmix import align_and_mix, logsumexp, sinkhorn_plan
 from mixbench.methods.attentivemix import attentive_batch
 from mixbench.methods.puzzlemix import puzzle_batch, to_blocks
 from mixbench.methods.snapmix import class_activation_maps, snapmix_batch
@@ -481,6 +483,16 @@ def test_transmix_mixup_batches_keep_lambda():
 
 
 # --- alignmix --------------------------------------------------------------------------------
+def test_alignmix_logsumexp_matches_torch_on_wide_ranges():
+    torch.manual_seed(14)
+    x = torch.randn(6, 7, 9) * 200  # most terms e^-100 or less below the row's largest
+    x[0, 0] = torch.tensor([0.0] + [-1e4] * 8)  # one term carries the whole sum
+    x[1, 1] = 3.0  # equal terms: log 9 + 3
+    for dim in (1, 2):
+        assert torch.allclose(logsumexp(x, dim), torch.logsumexp(x, dim), rtol=1e-6, atol=0)
+    assert logsumexp(x, 2)[1, 1].item() == pytest.approx(3.0 + math.log(9), rel=1e-6)
+
+
 def test_sinkhorn_plan_has_uniform_marginals():
     torch.manual_seed(15)
     plan = sinkhorn_plan(torch.rand(3, 5, 5) * 4, epsilon=0.5, iters=200)
