@@ -1,6 +1,7 @@
 """C-Mixup's pair-sampling cost per batch, as a ratio to a plain mixup training step.
 
     python benchmarks/cmixup.py [--batch 128] [--repeats 50] [--sizes 1000 10000 100000]
+                                [--bandwidth 0.5]
 
 For each training-set size N it times, in a fresh process, one batch's partner draw
 (``sample_partners``: the batch's labels against all N training labels, chunk by chunk) and,
@@ -22,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import median_ms, quiet_malloc  # noqa: E402
 
 
-def measure(n: int, batch: int, repeats: int) -> dict:
+def measure(n: int, batch: int, repeats: int, bandwidth: float) -> dict:
     import torch
 
     from mixbench.losses import MeanSquaredError
@@ -46,7 +47,7 @@ def measure(n: int, batch: int, repeats: int) -> dict:
         optimizer.step()
 
     def draw():
-        sample_partners(keys, pool, 0.5, exclude=index)
+        sample_partners(keys, pool, bandwidth, exclude=index)
 
     step_ms = median_ms(mixup_step, repeats)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -62,22 +63,26 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    parser.add_argument("--bandwidth", type=float, default=0.5,
+                        help="σ of the label kernel; labels are standard normal")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child process: one size
     args = parser.parse_args()
     quiet_malloc()
     if args.one:
-        print(json.dumps(measure(args.one, args.batch, args.repeats)))
+        print(json.dumps(measure(args.one, args.batch, args.repeats, args.bandwidth)))
         return
     import torch
 
-    print(f"batch {args.batch}, {args.repeats} repeats, torch {torch.__version__}, "
+    print(f"batch {args.batch}, {args.repeats} repeats, bandwidth {args.bandwidth}, "
+          f"torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads\n")
     print("| N | sampling ms / batch | mixup step ms | sampling / mixup step | "
           "peak memory growth MiB | paper's N×N matrix MiB |")
     print("|---:|---:|---:|---:|---:|---:|")
     for n in args.sizes:
         out = subprocess.run([sys.executable, __file__, "--one", str(n), "--batch",
-                              str(args.batch), "--repeats", str(args.repeats)],
+                              str(args.batch), "--repeats", str(args.repeats),
+                              "--bandwidth", str(args.bandwidth)],
                              capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"| {n:,} | {r['sample_ms']:.3f} | {r['mixup_step_ms']:.3f} | {r['ratio']:.2f} | "

@@ -85,6 +85,15 @@ def test_tiny_bandwidth_pairs_nearest_labels_and_huge_approaches_uniform():
     assert torch.allclose(off_diagonal, torch.full_like(off_diagonal, 0.25), atol=0.03)
 
 
+def test_negligible_weights_are_zero_not_the_first_candidate(monkeypatch):
+    # A uniform draw of exactly 0 picks the first entry with a positive weight: it must be the
+    # only near label, not a far one whose weight (e^-20000, e^-5000 of it) underflows to 0.
+    labels = torch.tensor([[0.0], [50.0], [100.0], [100.5]])
+    monkeypatch.setattr(torch, "rand", lambda *shape, device=None: torch.zeros(*shape))
+    pick = sample_partners(labels[2:3], labels, 0.5, exclude=torch.tensor([2]))
+    assert pick.tolist() == [3]
+
+
 # --- the C-Mixup step ----------------------------------------------------------------------
 def cmixup_on(split_y, **kwargs):
     """A C-Mixup set up on a tiny in-memory regression set whose input equals its label."""
