@@ -189,6 +189,7 @@ def test_region_mixers_need_image_classification(name, feature_ckpt):
     ("transmix", {"attention_share": -0.1}, "method.attention_share"),
     ("alignmix", {"epsilon": 0.0}, "method.epsilon"),
     ("alignmix", {"sinkhorn_iters": 0}, "method.sinkhorn_iters"),
+    ("alignmix", {"sinkhorn_tol": 0.0}, "method.sinkhorn_tol"),
     ("alignmix", {"input_prob": 2.0}, "method.input_prob"),
 ])
 def test_bad_values_are_rejected_naming_the_key(name, bad, match, feature_ckpt):
@@ -498,6 +499,28 @@ def test_sinkhorn_plan_has_uniform_marginals():
     plan = sinkhorn_plan(torch.rand(3, 5, 5) * 4, epsilon=0.5, iters=200)
     assert torch.allclose(plan.sum(2), torch.full((3, 5), 0.2), atol=1e-4)
     assert torch.allclose(plan.sum(1), torch.full((3, 5), 0.2), atol=1e-4)
+
+
+def test_sinkhorn_tolerance_stops_at_the_first_small_enough_change(monkeypatch):
+    torch.manual_seed(15)
+    cost = torch.rand(3, 5, 5) * 4
+    fixed = [sinkhorn_plan(cost, epsilon=0.5, iters=k) for k in range(1, 31)]
+    # the change of the potential per iteration shrinks: the rule stops after k iterations,
+    # where k grows as the tolerance shrinks, and gives exactly the k-iteration plan
+    stops = []
+    for tol in (1e3, 1e-1, 1e-3, 1e-5):
+        plan = sinkhorn_plan(cost, epsilon=0.5, iters=30, tol=tol)
+        stops.append(next(k for k, p in enumerate(fixed, 1) if torch.equal(p, plan)))
+    assert stops[0] == 1 and stops == sorted(stops) and stops[-1] > stops[1]
+    # the method option reaches the plan
+    import mixbench.methods.alignmix as alignmix
+
+    tolerances = []
+    monkeypatch.setattr(alignmix, "sinkhorn_plan", lambda cost, epsilon, iters, tol: (
+        tolerances.append(tol) or sinkhorn_plan(cost, epsilon, iters, tol)))
+    out = build("alignmix", sinkhorn_tol=0.1, input_prob=0.0).step(
+        small_model().eval(), image_batch(), Recorder())
+    assert out.info["aligned"] and tolerances == [0.1]
 
 
 @pytest.mark.parametrize("direction", [0, 1])

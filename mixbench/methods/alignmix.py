@@ -36,20 +36,26 @@ def logsumexp(x: torch.Tensor, dim: int) -> torch.Tensor:
     return x.sub(top).clamp_min_(-50.0).exp_().sum(dim).log_().add_(top.squeeze(dim))
 
 
-def sinkhorn_plan(cost: torch.Tensor, epsilon: float, iters: int) -> torch.Tensor:
-    """B×r×r entropic OT plans with uniform marginals 1/r, by log-domain Sinkhorn."""
+def sinkhorn_plan(cost: torch.Tensor, epsilon: float, iters: int,
+                  tol: float | None = None) -> torch.Tensor:
+    """B×r×r entropic OT plans with uniform marginals 1/r, by log-domain Sinkhorn: ``iters``
+    iterations, or fewer with ``tol``, the authors' stopping rule: stop once the batch mean of
+    Σ_i |f_i − f_i(previous)| is below it (one host sync per iteration)."""
     r = cost.shape[-1]
     log_marginal = -math.log(r)
     f = torch.zeros(cost.shape[:2], dtype=cost.dtype, device=cost.device)
     g = torch.zeros_like(f)
     for _ in range(iters):
+        f_previous = f
         f = epsilon * (log_marginal - logsumexp((g[:, None, :] - cost) / epsilon, dim=2))
         g = epsilon * (log_marginal - logsumexp((f[:, :, None] - cost) / epsilon, dim=1))
+        if tol is not None and (f - f_previous).abs().sum(1).mean().item() < tol:
+            break
     return torch.exp((f[:, :, None] + g[:, None, :] - cost) / epsilon)
 
 
 def align_and_mix(h: torch.Tensor, perm: torch.Tensor, lam: float, direction: int,
-                  epsilon: float, iters: int) -> torch.Tensor:
+                  epsilon: float, iters: int, tol: float | None = None) -> torch.Tensor:
     """The aligned mix of feature maps ``h`` (B×C×h×w) with ``h[perm]``; see the module."""
     if h.dim() != 4:
         raise ConfigError(f"method=alignmix aligns spatial feature maps; this backbone's last "
@@ -59,7 +65,7 @@ def align_and_mix(h: torch.Tensor, perm: torch.Tensor, lam: float, direction: in
     with torch.no_grad():
         af, bf = a.float(), b.float()
         cost = torch.cdist(af.transpose(1, 2), bf.transpose(1, 2)).square()  # B×r×r
-        assignment = (sinkhorn_plan(cost, epsilon, iters) * a.shape[-1]).to(h.dtype)
+        assignment = (sinkhorn_plan(cost, epsilon, iters, tol) * a.shape[-1]).to(h.dtype)
     if direction == 0:
         mixed = lam * a + (1.0 - lam) * b @ assignment.transpose(1, 2)
     else:
@@ -70,7 +76,8 @@ def align_and_mix(h: torch.Tensor, perm: torch.Tensor, lam: float, direction: in
 @METHODS.register("alignmix")
 class AlignMix(SampleMixer):
     def __init__(self, *, num_classes: int, alpha: float = 2.0, prob: float = 1.0,
-                 input_prob: float = 0.5, epsilon: float = 0.1, sinkhorn_iters: int = 100):
+                 input_prob: float = 0.5, epsilon: float = 0.1, sinkhorn_iters: int = 100,
+                 sinkhorn_tol: float | None = None):
         super().__init__(num_classes=num_classes, alpha=alpha, prob=prob)
         if not 0.0 <= input_prob <= 1.0:
             raise ConfigError(f"method.input_prob must be in [0, 1], got {input_prob}")
@@ -78,8 +85,12 @@ class AlignMix(SampleMixer):
             raise ConfigError(f"method.epsilon (Sinkhorn entropy) must be > 0, got {epsilon}")
         if sinkhorn_iters < 1:
             raise ConfigError(f"method.sinkhorn_iters must be >= 1, got {sinkhorn_iters}")
+        if sinkhorn_tol is not None and not sinkhorn_tol > 0:
+            raise ConfigError(f"method.sinkhorn_tol must be > 0 (or null: always "
+                              f"sinkhorn_iters iterations), got {sinkhorn_tol}")
         self.input_prob, self.epsilon = float(input_prob), float(epsilon)
         self.sinkhorn_iters = int(sinkhorn_iters)
+        self.sinkhorn_tol = None if sinkhorn_tol is None else float(sinkhorn_tol)
 
     def setup(self, data, train_loader) -> None:
         check_classification_task(data, "alignmix")
@@ -99,7 +110,7 @@ class AlignMix(SampleMixer):
             logits = model(x, mix=lambda h: lerp_rows(h, perm, lam), mix_layer=0)
         else:
             logits = model(x, mix=lambda h: align_and_mix(h, perm, lam, direction, self.epsilon,
-                                                         self.sinkhorn_iters),
+                                                         self.sinkhorn_iters, self.sinkhorn_tol),
                            mix_layer=len(backbone.stages) + 1)
         return StepOutput(loss_fn(logits, mix_targets(y, perm, lam)), logits,
                           {"lam": lam, "aligned": not at_input, "direction": direction})
@@ -107,4 +118,4 @@ class AlignMix(SampleMixer):
     def __repr__(self) -> str:
         return (f"AlignMix(num_classes={self.num_classes}, alpha={self.alpha}, prob={self.prob}, "
                 f"input_prob={self.input_prob}, epsilon={self.epsilon}, "
-                f"sinkhorn_iters={self.sinkhorn_iters})")
+                f"sinkhorn_iters={self.sinkhorn_iters}, sinkhorn_tol={self.sinkhorn_tol})")
