@@ -166,6 +166,17 @@ def test_per_sample_prob_mixes_about_that_fraction():
 
 
 @pytest.mark.parametrize("name", MIXERS)
+def test_per_sample_prob_leaves_unmixed_samples_exactly_as_they_were(name):
+    torch.manual_seed(9)
+    x, y = torch.rand(B, C, H, W), torch.eye(B)
+    result = build(name, prob=0.5, lam_mode="sample").mix_batch(x, y)
+    kept = result.lam == 1.0
+    assert 0 < kept.sum() < B
+    assert torch.equal(result.x[kept], x[kept]) and torch.equal(result.y[kept], y[kept])
+    assert not torch.equal(result.x[~kept], x[~kept])
+
+
+@pytest.mark.parametrize("name", MIXERS)
 @pytest.mark.parametrize("mode", MODES)
 def test_same_seed_same_mix(name, mode):
     x, y = batch()
