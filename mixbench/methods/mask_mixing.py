@@ -114,7 +114,7 @@ class FMix(MaskMixer):
         # One mask: an exact top-k of the noise (no quantisation needed).
         noise = low_frequency_noise(1, height, width, self.decay_power, "cpu")
         keep = round(lam * height * width)
-        top = noise.view(-1).topk(keep, sorted=False).indices  # unsorted: ~10 µs less
+        top = noise.view(-1).topk(keep, sorted=False).indices  # (their order is not needed)
         mask = torch.zeros(height * width).index_fill_(0, top, 1.0)
         return mask.view(height, width), keep / (height * width)
 
