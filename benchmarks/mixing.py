@@ -198,12 +198,12 @@ def print_table(device: str, ours: dict, timm: dict, tv: dict, spread: dict) -> 
             tv_ms = tv.get(f"{ref}/batch") if ref else None
             timm_ms = timm.get(f"{ref}/{mode}") if ref else None
             to_tv, to_mixup = ratio(ms, tv_ms), ratio(ms, ours.get(f"mixup/{mode}"))
-            if key in spread:  # next to the ratio paired_reference names
-                low, high = spread[key]
-                if ref:
-                    to_tv += f" ({low:.2f}–{high:.2f})"
+            if key in spread:  # next to the ratio of the reference the target names
+                quartiles = f" ({spread[key][0]:.2f}–{spread[key][1]:.2f})"
+                if paired_reference(key)[0] == "torchvision":
+                    to_tv += quartiles
                 else:
-                    to_mixup += f" ({low:.2f}–{high:.2f})"
+                    to_mixup += quartiles
             print(f"| {name} | {mode} | {fmt(ms)} | {to_tv} | {ratio(ms, timm_ms)} "
                   f"| {to_mixup} |")
     print("\n| reference | λ | ms / batch |")
