@@ -18,6 +18,11 @@ over torchvision's time in the same turn, the other mixers over our mixup's).
 Every process raises glibc's malloc thresholds first (unless ``--plain-malloc``), so that a
 fresh batch-sized buffer is not a round trip to the OS; it applies to all libraries alike.
 
+Each row also gives the effective memory bandwidth, GB/s = 2 × batch bytes / time: the least
+traffic any input mixer moves (every input pixel read once, every mixed pixel written once).
+On CUDA it is followed by its share of the card's theoretical bandwidth (double data rate ×
+memory clock × bus width, from the device properties).
+
 Targets (CPU): mixup and cutmix ≤ 0.5× torchvision's time with per-batch λ, ≤ 0.6× with
 per-sample λ; every other mask mixer ≤ 2× our mixup in the same λ mode."""
 from __future__ import annotations
@@ -38,6 +43,7 @@ from benchmarks.common import quiet_malloc  # noqa: E402
 OURS = ["mixup", "cutmix", "mixup_cutmix", "fmix", "gridmix", "smoothmix", "resizemix",
         "saliencymix"]
 MODES = ["batch", "sample"]
+IMAGE = (3, 32, 32)  # CIFAR-shaped float32 images
 
 
 def timer_median_ms(fn, device: str, min_time: float) -> float:
@@ -56,7 +62,7 @@ def batch(args, device: str):
     import torch
 
     torch.manual_seed(0)
-    x = torch.randn(args.batch, 3, 32, 32, device=device)
+    x = torch.randn(args.batch, *IMAGE, device=device)
     labels = torch.randint(0, args.classes, (args.batch,), device=device)
     return x, labels
 
@@ -175,6 +181,29 @@ def quartiles_of_rounds(rounds: list[dict[str, list[float]]]) -> dict[str, tuple
             if len(r) >= 2}
 
 
+def traffic_bytes(batch_size: int) -> int:
+    """The least any mixer moves for a float32 batch: read it once, write the mix once."""
+    return 2 * batch_size * 4 * IMAGE[0] * IMAGE[1] * IMAGE[2]
+
+
+def gbps(ms: float | None, nbytes: int) -> float | None:
+    return None if ms is None else nbytes / (ms * 1e-3) / 1e9
+
+
+def peak_gbps(props) -> float:
+    """A CUDA card's theoretical memory bandwidth in GB/s from its device properties: two
+    transfers per clock (``memory_clock_rate`` is in kHz) × bus width in bytes."""
+    return 2 * props.memory_clock_rate * 1e3 * props.memory_bus_width / 8 / 1e9
+
+
+def bandwidth(ms: float | None, nbytes: int, peak: float | None) -> str:
+    """Effective GB/s, with its share of ``peak`` when the device has one."""
+    rate = gbps(ms, nbytes)
+    if rate is None:
+        return "—"
+    return f"{rate:.1f}" + (f" ({rate / peak:.0%} of peak)" if peak else "")
+
+
 def fmt(value: float | None, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
@@ -183,12 +212,14 @@ def ratio(a: float | None, b: float | None) -> str:
     return "—" if a is None or b is None else f"{a / b:.2f}×"
 
 
-def print_table(device: str, ours: dict, timm: dict, tv: dict, spread: dict) -> None:
+def print_table(device: str, ours: dict, timm: dict, tv: dict, spread: dict, nbytes: int,
+                peak: float | None = None) -> None:
     """The table; with ``spread`` (interleaved runs) the ratio a target is about is followed by
-    the quartiles of its per-turn paired ratios."""
+    the quartiles of its per-turn paired ratios. ``nbytes``: the traffic the GB/s count;
+    ``peak``: the device's memory bandwidth in GB/s, if known."""
     print(f"\n### {device}\n")
-    print("| mixer | λ | ms / batch | / torchvision v2 | / timm | / our mixup |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("| mixer | λ | ms / batch | / torchvision v2 | / timm | / our mixup | GB/s |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for name in OURS:
         for mode in MODES:
             key = f"{name}/{mode}"
@@ -205,13 +236,13 @@ def print_table(device: str, ours: dict, timm: dict, tv: dict, spread: dict) -> 
                 else:
                     to_mixup += quartiles
             print(f"| {name} | {mode} | {fmt(ms)} | {to_tv} | {ratio(ms, timm_ms)} "
-                  f"| {to_mixup} |")
-    print("\n| reference | λ | ms / batch |")
-    print("|---|---|---:|")
+                  f"| {to_mixup} | {bandwidth(ms, nbytes, peak)} |")
+    print("\n| reference | λ | ms / batch | GB/s |")
+    print("|---|---|---:|---:|")
     for library, times in [("torchvision v2", tv), ("timm Mixup", timm)]:
         for key, ms in times.items():
             name, mode = key.split("/")
-            print(f"| {library} {name} | {mode} | {fmt(ms)} |")
+            print(f"| {library} {name} | {mode} | {fmt(ms)} | {bandwidth(ms, nbytes, peak)} |")
 
 
 def main() -> None:
@@ -243,7 +274,7 @@ def main() -> None:
         print(json.dumps(LIBRARIES[args.child](args, args.device)))
         return
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and not args.no_cuda else [])
-    print(f"batch {args.batch}×3×32×32 float32, {args.classes} classes; torch "
+    print(f"batch {args.batch}×{'×'.join(map(str, IMAGE))} float32, {args.classes} classes; torch "
           f"{torch.__version__}, torchvision {version('torchvision')}, timm {version('timm')};"
           f" {args.threads} CPU threads; malloc thresholds "
           f"{'default' if args.plain_malloc else 'raised'}; medians of torch.utils.benchmark"
@@ -258,7 +289,13 @@ def main() -> None:
         times = {library: median_of_rounds([r.get(library, {}) for r in rounds])
                  for library in ("ours", "timm", "torchvision")}
         spread = quartiles_of_rounds([r.get("paired", {}) for r in rounds])
-        print_table(device, times["ours"], times["timm"], times["torchvision"], spread)
+        peak, title = None, device
+        if device == "cuda":
+            props = torch.cuda.get_device_properties(device)
+            peak = peak_gbps(props)
+            title = f"cuda: {props.name}, {peak:.0f} GB/s theoretical"
+        print_table(title, times["ours"], times["timm"], times["torchvision"], spread,
+                    traffic_bytes(args.batch), peak)
 
 
 if __name__ == "__main__":
