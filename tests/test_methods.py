@@ -129,6 +129,23 @@ def test_per_sample_boxes_pass_gradients_to_both_images(name):
 
 @pytest.mark.parametrize("name", MIXERS)
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("prob", [1.0, 0.5])
+def test_mixing_never_reads_a_device_value_on_the_host(name, mode, prob):
+    # Meta tensors have no values: .item(), .tolist(), bool() and nonzero() on them raise. A
+    # mixer that runs on them never waits for its device (a host-device sync on a GPU). Per-batch
+    # λ, boxes and masks are drawn on the host on purpose, from the CPU generator.
+    torch.manual_seed(0)
+    x = torch.empty(B, C, H, W, device="meta")
+    y = torch.empty(B, B, device="meta")
+    method = build(name, alpha=1.0, lam_mode=mode, prob=prob)
+    for _ in range(4):  # with prob 0.5 per batch: mixed and unmixed batches
+        result = method.mix_batch(x, y)
+        assert result.x.device.type == "meta" and result.x.shape == x.shape
+        assert result.y.device.type == "meta" and result.y.shape == y.shape
+
+
+@pytest.mark.parametrize("name", MIXERS)
+@pytest.mark.parametrize("mode", MODES)
 def test_low_precision_channels_last_batches_mix_in_their_dtype(name, mode):
     # bf16 inputs (AMP pipelines that cast on the loader) in channels_last memory: the masks,
     # boxes and weights are built in float32 and must meet the batch's dtype and layout.
