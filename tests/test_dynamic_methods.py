@@ -99,6 +99,21 @@ def test_step_gives_a_finite_loss_and_gradients(name, feature_ckpt):
     assert torch.equal(x, x_before), "the batch must not be modified in place"
 
 
+@pytest.mark.parametrize("name", METHOD_NAMES + ["rankmixup"])  # RankMixup owns its step too
+def test_step_never_reads_a_device_value_on_the_host(name, feature_ckpt):
+    # Meta tensors have no values: .item(), .cpu() and boolean indexing on them raise. A step
+    # that runs on them, backward included, never waits for its GPU.
+    torch.manual_seed(0)
+    model = model_for(name).to("meta")
+    x = torch.empty(B, 1, SIDE, SIDE, device="meta")
+    labels = torch.empty(B, dtype=torch.long, device="meta")
+    method = build(name, feature_ckpt)
+    for _ in range(4):  # the random branches (TransMix: mixup or cutmix; AlignMix: where)
+        out = method.step(model, (x, labels), SoftTargetCrossEntropy())
+        out.loss.backward()
+        assert out.loss.device.type == "meta" and out.logits.shape[1] == K
+
+
 @pytest.mark.parametrize("name", METHOD_NAMES)
 def test_mixed_targets_are_distributions_over_the_pair(name, feature_ckpt):
     torch.manual_seed(1)

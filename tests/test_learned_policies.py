@@ -83,6 +83,21 @@ def test_step_gives_logits_and_distribution_targets(name):
         torch.testing.assert_close(targets.sum(1), torch.ones(B))
 
 
+@pytest.mark.parametrize("name", LEARNED)
+def test_step_never_reads_a_device_value_on_the_host(name):
+    # Meta tensors have no values: .item(), .cpu() and boolean indexing on them raise. A step
+    # (policy updates included) that runs on them never waits for its GPU.
+    torch.manual_seed(0)
+    model = small_model().to("meta")
+    x = torch.empty(B, 1, SIDE, SIDE, device="meta")
+    labels = torch.empty(B, dtype=torch.long, device="meta")
+    method = build(name)
+    for _ in range(3):  # past the first step, which builds the policy's parts
+        out = method.step(model, (x, labels), SoftTargetCrossEntropy())
+        out.loss.backward()
+        assert out.loss.device.type == "meta" and out.logits.shape[1] == K
+
+
 def mix_block_share(name):
     """(method, x, perm, partner's share at λ = 0.3) after one step built the Mix Block."""
     method, model = build(name), small_model()

@@ -72,6 +72,16 @@ def test_squared_distances_match_cdist(dims):
     assert torch.allclose(squared_distances(a, b), torch.cdist(a, b) ** 2, atol=1e-4)
 
 
+@pytest.mark.parametrize("bandwidth", [0.5, math.inf])
+def test_partner_draws_never_read_a_device_value_on_the_host(bandwidth):
+    # On meta tensors (no values) .item() and boolean indexing raise: drawing partners, with
+    # exclusions falling in some chunks and not others, never waits for a GPU.
+    keys, pool = torch.empty(16, 1, device="meta"), torch.empty(100, 1, device="meta")
+    exclude = torch.arange(16, device="meta")
+    partners = sample_partners(keys, pool, bandwidth, exclude=exclude, chunk_size=30)
+    assert partners.shape == (16,) and partners.dtype == torch.long
+
+
 def test_tiny_bandwidth_pairs_nearest_labels_and_huge_approaches_uniform():
     torch.manual_seed(1)
     labels = torch.tensor([[0.0], [0.1], [1.0], [1.05], [3.0]])

@@ -55,7 +55,7 @@ def attentive_batch(x: torch.Tensor, y: torch.Tensor, attention: torch.Tensor,
     cell_mask = torch.zeros(b, cells, device=x.device).scatter_(1, take, 1.0)
     mask = F.interpolate(cell_mask.view(b, 1, *attention.shape[1:]), size=(h, w),
                          mode="nearest") > 0.5
-    lam = 1.0 - mask.float().mean(dim=(1, 2, 3)).cpu()
+    lam = 1.0 - mask.float().mean(dim=(1, 2, 3))
     return MixResult(torch.where(mask, x[perm], x), mix_targets(y, perm, lam), lam)
 
 

@@ -57,7 +57,6 @@ def sample_partners(keys: torch.Tensor, pool: torch.Tensor, bandwidth: float,
     kept as per-row log totals (a chunk's maximum factored out), so tiny bandwidths do not
     underflow. Two random numbers per row and chunk instead of one per pool entry."""
     n_rows, device = len(keys), keys.device
-    rows = torch.arange(n_rows, device=device)
     log_total = torch.full((n_rows,), -math.inf, device=device)
     choice = torch.zeros(n_rows, dtype=torch.long, device=device)
     for start in range(0, len(pool), chunk_size):
@@ -67,9 +66,12 @@ def sample_partners(keys: torch.Tensor, pool: torch.Tensor, bandwidth: float,
         else:
             logits = squared_distances(keys, chunk).mul_(-0.5 / bandwidth ** 2)
         if exclude is not None:
-            local = exclude - start
+            # −inf at each row's excluded entry where it falls in this chunk; the other rows
+            # write back a value of their own. (Boolean indexing would wait for the GPU.)
+            local = (exclude - start)[:, None]
             inside = (local >= 0) & (local < len(chunk))
-            logits[rows[inside], local[inside]] = -math.inf
+            column = local.clamp(0, len(chunk) - 1)
+            logits.scatter_(1, column, torch.where(inside, -math.inf, logits.gather(1, column)))
         # a row whose chunk is all excluded has no maximum: factor out 0, its weight is 0
         top = logits.amax(1, keepdim=True).nan_to_num_(neginf=0.0)
         # the chunk's weights / e^top, in place. The exp is taken of logits clamped at -87

@@ -124,7 +124,7 @@ class TransMix(Method):
             box_mask = F.interpolate(pixel_mask, size=tuple(grid), mode="nearest").flatten()
             partner_weight = attention_label_weight(attention, box_mask, area,
                                                     self.attention_share)
-        lam = (1.0 - partner_weight).cpu()
+        lam = 1.0 - partner_weight
         return StepOutput(loss_fn(logits, mix_targets(y, perm, lam)), logits,
                           {"lam": lam, "area_lam": 1.0 - area, "cutmix": True})
 

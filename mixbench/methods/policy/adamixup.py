@@ -157,7 +157,7 @@ class AdaMixUp(LearnedPolicy):
             for group in self.optimizers[name].param_groups:
                 group["lr"] = lr
             self.update(loss, name, stand_ins=list(copies[name].values()))
-        return StepOutput(loss, logits, {"lam": lam.detach().cpu(),
+        return StepOutput(loss, logits, {"lam": lam.detach(),
                                          "alpha": alpha.detach().mean(),
                                          "delta": delta.detach().mean(),
                                          "intrusion": intrusion.detach()})
