@@ -17,11 +17,13 @@ def ema_copy(backbone: nn.Module) -> nn.Module:
 @torch.no_grad()
 def ema_update_(ema: nn.Module, online: nn.Module, momentum: float) -> None:
     """ema ← m·ema + (1-m)·online for every parameter; buffers (BN running statistics,
-    counters) are copied, since the online network's are already running averages."""
-    for e, p in zip(ema.parameters(), online.parameters(), strict=True):
-        e.lerp_(p.detach().to(e.dtype), 1.0 - momentum)
-    for e, b in zip(ema.buffers(), online.buffers(), strict=True):
-        e.copy_(b)
+    counters) are copied, since the online network's are already running averages. One
+    multi-tensor op each (a few kernels per step on a GPU instead of one per tensor)."""
+    ema_params, online_params = list(ema.parameters()), list(online.parameters())
+    torch._foreach_lerp_(ema_params, [p.detach().to(e.dtype)
+                                      for e, p in zip(ema_params, online_params)],
+                         1.0 - momentum)
+    torch._foreach_copy_(list(ema.buffers()), list(online.buffers()))
 
 
 def cosine_momentum(base: float, end: float, progress: float, warmup: float = 0.1) -> float:
