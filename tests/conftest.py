@@ -8,9 +8,11 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from torch.overrides import TorchFunctionMode
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = str(ROOT / "configs")
+PACKAGE = str(ROOT / "mixbench")
 # Small and quick: 1 epoch, no progress bar, tiny eval batches are fine on digits.
 FAST = ["trainer.epochs=1", "trainer.progress=false"]
 
@@ -62,3 +64,34 @@ def kill_in_epoch_two(cfg, run_dir, monkeypatch) -> None:
 def without_timings(history: list[dict]) -> list[dict]:
     """A run's history without its wall-clock rates (which never repeat exactly)."""
     return [{k: v for k, v in record.items() if k != "samples_per_s"} for record in history]
+
+
+class HostToDeviceCopies(TorchFunctionMode):
+    """Records every copy of host data to another device made inside it, except through
+    ``host_to`` (a pinned, queued copy): ``torch.tensor(..., device=d)``, ``.to(d)`` and ops
+    mixing host tensors (more than a scalar) with device ones. On a GPU each such copy from
+    pageable memory waits for the device. Run the code on the meta device: there a copy
+    succeeds and is recorded, and a read of a device value on the host raises."""
+
+    def __init__(self):
+        super().__init__()
+        self.found: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if isinstance(out, torch.Tensor) and out.device.type != "cpu":
+            inputs = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+            from_host = func in (torch.tensor, torch.as_tensor) or any(
+                a.device.type == "cpu" and a.dim() > 0 for a in inputs)
+            if from_host:
+                stack = []
+                frame = sys._getframe()
+                while frame is not None:
+                    stack.append(frame)
+                    frame = frame.f_back
+                if not any(f.f_code.co_name == "host_to" for f in stack):
+                    where = next((f"{Path(f.f_code.co_filename).name}:{f.f_lineno}" for f in stack
+                                  if f.f_code.co_filename.startswith(PACKAGE)), "?")
+                    self.found.append(f"{getattr(func, '__name__', func)} at {where}")
+        return out

@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import FAST, make_cfg
+from conftest import FAST, HostToDeviceCopies, make_cfg
 from mixbench.engine.checkpoint import save_checkpoint
 from mixbench.engine.trainer import evaluate_run, train
 from mixbench.errors import ConfigError
@@ -96,6 +96,19 @@ def test_mixkd_with_the_student_as_teacher_has_zero_kl():
     assert out.info["kl"].item() == pytest.approx(0.0, abs=1e-6)
     assert out.loss.item() == pytest.approx(0.0, abs=1e-6)
     assert (out.info["lam"] < 1).sum() == 4  # exactly half the batch mixed
+
+
+def test_mixkd_step_never_waits_for_the_device():
+    # (see tests/test_methods.py) λ is drawn on the host and sent with host_to
+    model = mlp().to("meta")
+    method = METHODS.build({"name": "mixkd", "teacher_ckpt": __file__, "mix_fraction": 0.5},
+                           num_classes=K)
+    method.teacher = model
+    batch = (torch.empty(8, 6, device="meta"), torch.empty(8, dtype=torch.long, device="meta"))
+    with HostToDeviceCopies() as copies:
+        out = method.step(model, batch, SoftTargetCrossEntropy())
+        out.loss.backward()
+    assert out.loss.device.type == "meta" and not copies.found
 
 
 def test_mixkd_partial_mixup_fraction():

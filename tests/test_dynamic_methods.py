@@ -12,7 +12,7 @@ import torch.distributed as dist
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from conftest import FAST, make_cfg
+from conftest import FAST, HostToDeviceCopies, make_cfg
 
 from mixbench.engine.checkpoint import save_checkpoint
 from mixbench.engine.trainer import train
@@ -99,19 +99,24 @@ def test_step_gives_a_finite_loss_and_gradients(name, feature_ckpt):
     assert torch.equal(x, x_before), "the batch must not be modified in place"
 
 
-@pytest.mark.parametrize("name", METHOD_NAMES + ["rankmixup"])  # RankMixup owns its step too
-def test_step_never_reads_a_device_value_on_the_host(name, feature_ckpt):
-    # Meta tensors have no values: .item(), .cpu() and boolean indexing on them raise. A step
-    # that runs on them, backward included, never waits for its GPU.
+@pytest.mark.parametrize("name,options", [(name, {}) for name in METHOD_NAMES + ["rankmixup"]]
+                         + [(name, {"lam_mode": "sample"}) for name in ("manifoldmix", "regmixup")])
+def test_step_never_waits_for_the_device(name, options, feature_ckpt):
+    # On meta tensors reading a value on the host raises and HostToDeviceCopies records host
+    # data sent to them (see tests/test_methods.py): a step that passes, backward included,
+    # never waits for its GPU.
     torch.manual_seed(0)
     model = model_for(name).to("meta")
     x = torch.empty(B, 1, SIDE, SIDE, device="meta")
     labels = torch.empty(B, dtype=torch.long, device="meta")
-    method = build(name, feature_ckpt)
-    for _ in range(4):  # the random branches (TransMix: mixup or cutmix; AlignMix: where)
-        out = method.step(model, (x, labels), SoftTargetCrossEntropy())
-        out.loss.backward()
-        assert out.loss.device.type == "meta" and out.logits.shape[1] == K
+    method = build(name, feature_ckpt, **options)
+    method.step(model, (x, labels), SoftTargetCrossEntropy())  # frozen parts move once
+    with HostToDeviceCopies() as copies:
+        for _ in range(4):  # the random branches (TransMix: mixup or cutmix; AlignMix: where)
+            out = method.step(model, (x, labels), SoftTargetCrossEntropy())
+            out.loss.backward()
+            assert out.loss.device.type == "meta" and out.logits.shape[1] == K
+    assert not copies.found
 
 
 @pytest.mark.parametrize("name", METHOD_NAMES)

@@ -12,7 +12,8 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from conftest import FAST, kill_in_epoch_two, make_cfg, run_tool, without_timings
+from conftest import (FAST, HostToDeviceCopies, kill_in_epoch_two, make_cfg, run_tool,
+                      without_timings)
 
 from mixbench.engine.checkpoint import load_checkpoint
 from mixbench.engine.trainer import train
@@ -84,18 +85,22 @@ def test_step_gives_logits_and_distribution_targets(name):
 
 
 @pytest.mark.parametrize("name", LEARNED)
-def test_step_never_reads_a_device_value_on_the_host(name):
-    # Meta tensors have no values: .item(), .cpu() and boolean indexing on them raise. A step
-    # (policy updates included) that runs on them never waits for its GPU.
+def test_step_never_waits_for_the_device(name):
+    # On meta tensors reading a value on the host raises and HostToDeviceCopies records host
+    # data sent to them (see tests/test_methods.py): a step that passes, policy updates
+    # included, never waits for its GPU.
     torch.manual_seed(0)
     model = small_model().to("meta")
     x = torch.empty(B, 1, SIDE, SIDE, device="meta")
     labels = torch.empty(B, dtype=torch.long, device="meta")
     method = build(name)
-    for _ in range(3):  # past the first step, which builds the policy's parts
-        out = method.step(model, (x, labels), SoftTargetCrossEntropy())
-        out.loss.backward()
-        assert out.loss.device.type == "meta" and out.logits.shape[1] == K
+    method.step(model, (x, labels), SoftTargetCrossEntropy())  # builds the policy's parts
+    with HostToDeviceCopies() as copies:
+        for _ in range(3):
+            out = method.step(model, (x, labels), SoftTargetCrossEntropy())
+            out.loss.backward()
+            assert out.loss.device.type == "meta" and out.logits.shape[1] == K
+    assert not copies.found
 
 
 def mix_block_share(name):

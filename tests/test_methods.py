@@ -4,6 +4,7 @@ The batch uses label == index (K = B), so each mixed target row names its partne
 the own class (weight λ) and the partner's (weight 1-λ)."""
 import pytest
 import torch
+from conftest import HostToDeviceCopies
 
 from mixbench.errors import ConfigError
 from mixbench.losses import SoftTargetCrossEntropy
@@ -130,18 +131,22 @@ def test_per_sample_boxes_pass_gradients_to_both_images(name):
 @pytest.mark.parametrize("name", MIXERS)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("prob", [1.0, 0.5])
-def test_mixing_never_reads_a_device_value_on_the_host(name, mode, prob):
-    # Meta tensors have no values: .item(), .tolist(), bool() and nonzero() on them raise. A
-    # mixer that runs on them never waits for its device (a host-device sync on a GPU). Per-batch
-    # λ, boxes and masks are drawn on the host on purpose, from the CPU generator.
+def test_mixing_never_waits_for_the_device(name, mode, prob):
+    # Meta tensors have no values: .item(), .tolist(), bool() and nonzero() on them raise, and
+    # HostToDeviceCopies records host data copied to them. A mixer that passes both never
+    # waits for its GPU. Per-batch λ, boxes and masks are drawn on the host on purpose and
+    # sent with host_to; constants cached on the first call are built once.
     torch.manual_seed(0)
     x = torch.empty(B, C, H, W, device="meta")
     y = torch.empty(B, B, device="meta")
     method = build(name, alpha=1.0, lam_mode=mode, prob=prob)
-    for _ in range(4):  # with prob 0.5 per batch: mixed and unmixed batches
-        result = method.mix_batch(x, y)
-        assert result.x.device.type == "meta" and result.x.shape == x.shape
-        assert result.y.device.type == "meta" and result.y.shape == y.shape
+    method.mix_batch(x, y)
+    with HostToDeviceCopies() as copies:
+        for _ in range(4):  # with prob 0.5 per batch: mixed and unmixed batches
+            result = method.mix_batch(x, y)
+            assert result.x.device.type == "meta" and result.x.shape == x.shape
+            assert result.y.device.type == "meta" and result.y.shape == y.shape
+    assert not copies.found
 
 
 @pytest.mark.parametrize("name", MIXERS)

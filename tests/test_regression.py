@@ -10,7 +10,7 @@ import pytest
 import torch
 from sklearn import metrics as skm
 
-from conftest import make_cfg, run_tool
+from conftest import HostToDeviceCopies, make_cfg, run_tool
 from mixbench.data.loaders import InMemoryLoader
 from mixbench.data.regression import Windows, rotate
 from mixbench.engine.trainer import train
@@ -73,13 +73,26 @@ def test_squared_distances_match_cdist(dims):
 
 
 @pytest.mark.parametrize("bandwidth", [0.5, math.inf])
-def test_partner_draws_never_read_a_device_value_on_the_host(bandwidth):
-    # On meta tensors (no values) .item() and boolean indexing raise: drawing partners, with
-    # exclusions falling in some chunks and not others, never waits for a GPU.
+def test_partner_draws_never_wait_for_the_device(bandwidth):
+    # On meta tensors (no values) .item() and boolean indexing raise, and HostToDeviceCopies
+    # records host data sent to them: drawing partners, with exclusions falling in some
+    # chunks and not others, never waits for a GPU.
     keys, pool = torch.empty(16, 1, device="meta"), torch.empty(100, 1, device="meta")
     exclude = torch.arange(16, device="meta")
-    partners = sample_partners(keys, pool, bandwidth, exclude=exclude, chunk_size=30)
+    with HostToDeviceCopies() as copies:
+        partners = sample_partners(keys, pool, bandwidth, exclude=exclude, chunk_size=30)
     assert partners.shape == (16,) and partners.dtype == torch.long
+    assert not copies.found
+
+
+def test_cmixup_step_never_waits_for_the_device():
+    method, _ = cmixup_on(torch.linspace(0, 10, 64)[:, None], scope="batch")
+    batch = (torch.empty(8, 1, device="meta"), torch.empty(8, 1, device="meta"))
+    squared_error = lambda pred, target: ((pred - target) ** 2).mean()  # noqa: E731
+    method.step(torch.nn.Identity(), batch, squared_error)  # the label scale moves once
+    with HostToDeviceCopies() as copies:
+        out = method.step(torch.nn.Identity(), batch, squared_error)
+    assert out.loss.device.type == "meta" and not copies.found
 
 
 def test_tiny_bandwidth_pairs_nearest_labels_and_huge_approaches_uniform():

@@ -149,7 +149,9 @@ class CMixup(Method):
         """What the kernel compares: labels in original units, or flattened inputs."""
         if self.kernel == "feature":
             return x.reshape(len(x), -1).float()
-        return y.reshape(len(y), -1).float() * self._label_scale.to(y.device)
+        if self._label_scale.device != y.device:  # once: a host copy every step would sync
+            self._label_scale = self._label_scale.to(y.device)
+        return y.reshape(len(y), -1).float() * self._label_scale
 
     def _default_bandwidth(self, dataset: str, train_loader) -> float:
         if self.kernel == "uniform":

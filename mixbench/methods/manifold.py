@@ -45,7 +45,7 @@ class ManifoldMix(SampleMixer):
                               f" (0 = input, 1 = stem, k = after stage k-1)")
         y = self.targets(labels, x.dtype)
         layer = self.layers[torch.randint(len(self.layers), ()).item()]
-        lam = self.sample_lam(len(x))
+        lam = self.sample_lam(len(x), x.device)
         if isinstance(lam, float) and lam == 1.0:  # not mixed this time (prob)
             logits = model(x)
             return StepOutput(loss_fn(logits, y), logits, {"lam": 1.0, "layer": layer})

@@ -15,16 +15,8 @@ import torch.nn.functional as F
 
 from mixbench.errors import ConfigError
 from mixbench.methods.sample_mixing import (SampleMixer, blend, box_area_lam, box_bounds,
-                                            box_halves, box_keep_weight, paste)
+                                            box_halves, box_keep_weight, host_to, paste)
 from mixbench.registry import METHODS
-
-
-def host_to(tensor: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """A small host tensor on x's device and dtype without waiting for the device: a copy
-    from pageable memory would synchronise, one from pinned memory is queued."""
-    if x.device.type != "cuda":
-        return tensor.to(x.device, x.dtype)
-    return tensor.to(x.dtype).pin_memory().to(x.device, non_blocking=True)
 
 
 class MaskMixer(SampleMixer):
@@ -231,7 +223,7 @@ def shrink_index(out_size: int, in_size: int, device) -> torch.Tensor:
     """``nearest_source`` of a whole side, out_size pixels from in_size (cached; never
     modified)."""
     offset = torch.arange(out_size, device=device)[None]
-    return nearest_source(offset, torch.tensor([out_size], device=device), in_size)[0]
+    return nearest_source(offset, torch.full((1,), out_size, device=device), in_size)[0]
 
 
 def partner_pixels(x: torch.Tensor, perm: torch.Tensor, src_row: torch.Tensor,

@@ -23,7 +23,7 @@ from mixbench.errors import CheckpointError, ConfigError
 from mixbench.losses.distill import distillation_kl
 from mixbench.methods.base import Method, MixResult, StepOutput, check_batch
 from mixbench.methods.rankmixup import require_classification
-from mixbench.methods.sample_mixing import mix_targets
+from mixbench.methods.sample_mixing import host_to, mix_targets, per_sample
 from mixbench.registry import BACKBONES, METHODS
 
 
@@ -118,8 +118,9 @@ class MixKD(Method):
         chosen = torch.randperm(b)[:round(self.mix_fraction * b)]
         lam[chosen] = self._beta.sample((len(chosen),))
         perm = torch.randperm(b, device=x.device)
-        weight = lam.to(x.device, x.dtype).view(-1, *([1] * (x.dim() - 1)))
-        return MixResult(torch.lerp(x[perm], x, weight), mix_targets(y, perm, lam), lam)
+        lam_on_device = host_to(lam, y)  # queued, not waited for
+        return MixResult(torch.lerp(x[perm], x, per_sample(lam_on_device, x)),
+                         mix_targets(y, perm, lam_on_device), lam)
 
     def step(self, model, batch, loss_fn) -> StepOutput:
         if self.teacher is None:

@@ -165,6 +165,14 @@ def blend(x: torch.Tensor, perm: torch.Tensor, weight: float | torch.Tensor) -> 
     return x.index_select(0, perm).lerp_(x, weight)
 
 
+def host_to(tensor: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A small host tensor on x's device and dtype without waiting for the device: a copy
+    from pageable memory would synchronise, one from pinned memory is queued."""
+    if x.device.type != "cuda":
+        return tensor.to(x.device, x.dtype)
+    return tensor.to(x.dtype).pin_memory().to(x.device, non_blocking=True)
+
+
 def per_sample(lam: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """A B-vector as B×1×…×1 in x's dtype, to broadcast over a sample."""
     return lam.to(x.dtype).view(-1, *([1] * (x.dim() - 1)))

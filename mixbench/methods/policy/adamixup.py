@@ -146,7 +146,7 @@ class AdaMixUp(LearnedPolicy):
                               f"classifier's head through a hook, which this model hides "
                               f"(trainer.compile=true?): use trainer.compile=false")
         features = seen[0].flatten(1)
-        real = torch.cat([torch.ones(b), torch.zeros(b)]).long().to(x.device)
+        real = (torch.arange(2 * b, device=x.device) < b).long()  # clean 1, mixed 0
         intrusion = F.cross_entropy(functional_call(
             self.parts["discriminator"], copies["discriminator"], (features.float(),)), real)
         loss = (loss_fn(logits[:b], y) + loss_fn(logits[b:], y_mixed)

@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mixbench.methods.policy.mixblock import init_mask_convs
+from mixbench.methods.sample_mixing import host_to
 
 
 class AdaptiveMaskGenerator(nn.Module):
@@ -37,7 +38,7 @@ class AdaptiveMaskGenerator(nn.Module):
         f = features.float()[sources]  # N×B×C×h×w
         _, b, _, h, w = f.shape
         if self.lam_concat:
-            lam_maps = torch.tensor(lams, device=f.device).view(n_src, 1, 1, 1, 1)
+            lam_maps = host_to(torch.tensor(lams), f).view(n_src, 1, 1, 1, 1)
             f = torch.cat([f, lam_maps.expand(n_src, b, 1, h, w)], dim=2)
         flat = f.flatten(0, 1)  # (N·B)×C×h×w
         q = self.query(flat).view(n_src, b, self.inter_channels, h * w).transpose(2, 3)
@@ -57,5 +58,5 @@ def mix_sources(x: torch.Tensor, sources: torch.Tensor, masks: torch.Tensor) -> 
 
 def mix_source_targets(y: torch.Tensor, sources: torch.Tensor, lams: list[float]):
     """Σ_i λ_i y[sources[i]]."""
-    weights = torch.tensor(lams, device=y.device, dtype=y.dtype).view(-1, 1, 1)
+    weights = host_to(torch.tensor(lams), y).view(-1, 1, 1)
     return (y[sources] * weights).sum(0)

@@ -34,6 +34,7 @@ from mixbench.methods.policy.ema import cosine_lr, cosine_momentum, ema_copy
 from mixbench.methods.policy.features import feature_channels, frozen_features
 from mixbench.methods.policy.learned import (LearnedPolicy, PolicyPreview,
                                              check_mask_generator, check_policy_schedule)
+from mixbench.methods.sample_mixing import host_to
 from mixbench.registry import METHODS
 
 
@@ -122,7 +123,7 @@ class AdAutoMix(LearnedPolicy):
         sources_gen = self.sample_sources(b, x.device)
         sources = self.sample_sources(b, x.device)
 
-        constant = torch.tensor(lams, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        constant = host_to(torch.tensor(lams), x).view(1, -1, 1, 1)
         constant = constant.expand(b, -1, 1, 1)
         features = self.ema_features(x)  # read once for both sets of masks
         if min(lams[0], 1 - lams[0]) <= self.lam_margin:
