@@ -6,6 +6,7 @@ import struct
 import numpy as np
 import pytest
 import torch
+from conftest import HostToDeviceCopies
 from PIL import Image
 
 from mixbench.data import Augment, InMemoryLoader, Split
@@ -170,6 +171,20 @@ def test_flip_flips_about_half():
     flipped = torch.tensor([torch.equal(o, xi.flip(2)) for o, xi in zip(out, x)])
     kept = torch.tensor([torch.equal(o, xi) for o, xi in zip(out, x)])
     assert (flipped | kept).all() and 150 < flipped.sum() < 250
+
+
+def test_device_resident_batches_never_wait_for_the_device():
+    # The data moves to the device once; after that shuffling, cropping, flipping and
+    # normalising run there. On the meta device reading a value on the host raises and
+    # HostToDeviceCopies records host data sent over (see tests/test_methods.py).
+    split = Split(torch.randint(0, 256, (64, 1, 8, 8), dtype=torch.uint8), torch.arange(64))
+    loader = InMemoryLoader(split, 16, shuffle=True, drop_last=True, device="meta",
+                            mean=(0.5,), std=(0.2,), augment=Augment(crop_padding=2, hflip=True),
+                            with_index=True)
+    with HostToDeviceCopies() as copies:
+        batches = list(loader)
+    assert len(batches) == 4 and not copies.found
+    assert all(x.device.type == "meta" and x.shape == (16, 1, 8, 8) for x, _, _ in batches)
 
 
 def test_loader_covers_every_sample_once_and_normalises():
