@@ -95,3 +95,20 @@ class HostToDeviceCopies(TorchFunctionMode):
                                   if f.f_code.co_filename.startswith(PACKAGE)), "?")
                     self.found.append(f"{getattr(func, '__name__', func)} at {where}")
         return out
+
+
+def steps_that_never_wait(method, model, batch, loss_fn, steps: int = 3) -> list:
+    """The outputs of ``steps`` calls of ``method.step`` (with backward where the loss has a
+    graph) on a meta-device batch, after one warm-up step that builds or moves the method's
+    parts once; fails if any of them copied host data over (reading a device value on the
+    host already raises on meta)."""
+    method.step(model, batch, loss_fn)
+    outs = []
+    with HostToDeviceCopies() as copies:
+        for _ in range(steps):
+            outs.append(method.step(model, batch, loss_fn))
+            if outs[-1].loss.requires_grad:
+                outs[-1].loss.backward()
+    assert not copies.found, copies.found
+    assert all(out.loss.device.type == "meta" for out in outs)
+    return outs

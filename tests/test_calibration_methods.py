@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import FAST, HostToDeviceCopies, make_cfg
+from conftest import FAST, make_cfg, steps_that_never_wait
 from mixbench.engine.checkpoint import save_checkpoint
 from mixbench.engine.trainer import evaluate_run, train
 from mixbench.errors import ConfigError
@@ -105,10 +105,7 @@ def test_mixkd_step_never_waits_for_the_device():
                            num_classes=K)
     method.teacher = model
     batch = (torch.empty(8, 6, device="meta"), torch.empty(8, dtype=torch.long, device="meta"))
-    with HostToDeviceCopies() as copies:
-        out = method.step(model, batch, SoftTargetCrossEntropy())
-        out.loss.backward()
-    assert out.loss.device.type == "meta" and not copies.found
+    steps_that_never_wait(method, model, batch, SoftTargetCrossEntropy())
 
 
 def test_mixkd_partial_mixup_fraction():
