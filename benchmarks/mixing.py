@@ -172,12 +172,14 @@ def median_of_rounds(rounds: list[dict[str, float]]) -> dict[str, float]:
 
 def quartiles_of_rounds(rounds: list[dict[str, list[float]]]) -> dict[str, tuple[float, float]]:
     """Per mixer, the 25th and 75th percentiles of its paired ratios over every turn of every
-    round: how far the ratio moves on this machine."""
+    round: how far the ratio moves on this machine. The "inclusive" method interpolates
+    between the measured ratios, so a quartile never leaves their range (the default
+    "exclusive" one extrapolates from a few samples, even below zero)."""
     pooled: dict[str, list[float]] = {}
     for paired in rounds:
         for key, ratios in paired.items():
             pooled.setdefault(key, []).extend(ratios)
-    return {key: tuple(statistics.quantiles(r, n=4)[::2]) for key, r in pooled.items()
+    return {key: tuple(statistics.quantiles(r, n=4, method="inclusive")[::2]) for key, r in pooled.items()
             if len(r) >= 2}
 
 

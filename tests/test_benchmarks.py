@@ -19,7 +19,16 @@ def test_paired_reference_is_what_each_target_compares_with():
 def test_quartiles_pool_the_turns_of_every_round():
     rounds = [{"fmix/batch": [1.0, 2.0, 3.0]}, {"fmix/batch": [4.0, 5.0]}, {}]
     low, high = quartiles_of_rounds(rounds)["fmix/batch"]
-    assert (low, high) == (1.5, 4.5)  # statistics.quantiles of 1..5 ("exclusive" method)
+    assert (low, high) == (2.0, 4.0)  # the 25th and 75th percentiles of 1..5
+
+
+def test_quartiles_of_few_turns_stay_within_the_measured_ratios():
+    # Two turns, one far off (a stalled turn): the quartiles interpolate between them, where
+    # the "exclusive" method gave (-423.78, 2683.84) for ratios like these on a fresh clone.
+    rounds = [{"cutmix/sample": [0.5, 1100.0]}]
+    low, high = quartiles_of_rounds(rounds)["cutmix/sample"]
+    assert (low, high) == (275.375, 825.125)
+    assert quartiles_of_rounds([{"mixup/batch": [0.7]}]) == {}  # one turn has no spread
 
 
 def test_traffic_is_one_read_and_one_write_of_the_float32_batch():
