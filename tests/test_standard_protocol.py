@@ -1,0 +1,63 @@
+"""The standard protocol reports what mixbench reported before the protocol layer existed.
+
+``fixtures/standard_protocol_before.json`` was written once by the trainer of commit bce3b5f
+(before tasks, protocols and ``fit``) for the runs below: every metric, the history and the
+keys of results.json. The same runs today must give the same numbers and the same keys, plus
+``protocol`` (and the config keys added since, at values that change nothing)."""
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import make_cfg
+from mixbench.engine.trainer import train
+
+BEFORE = json.loads((Path(__file__).parent / "fixtures/standard_protocol_before.json").read_text())
+# Keys added to the config since, at the values that reproduce the runs before them.
+ADDED_CONFIG: dict = {}
+ADDED_RESULTS: set = set()
+# Float sums may be taken in another order (e.g. F.cross_entropy's reduction): last-bit
+# differences, nothing a table shows.
+SAME = dict(rel=1e-6, abs=1e-9)
+
+
+def without(tree: dict, added: dict) -> dict:
+    """``tree`` without the keys of ``added`` that hold exactly the added value."""
+    out = {}
+    for key, value in tree.items():
+        if key in added and isinstance(value, dict) and isinstance(added[key], dict):
+            value = without(value, added[key])
+            if not value:
+                continue
+        elif key in added and added[key] == value:
+            continue
+        out[key] = value
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(BEFORE["runs"]))
+def test_same_numbers_and_keys_as_before_the_protocol_layer(name, tmp_path):
+    before = BEFORE["runs"][name]
+    train(make_cfg(*BEFORE["_about"]["common"], *before["overrides"]), tmp_path)
+    now = json.loads((tmp_path / "results.json").read_text())
+
+    assert set(now) - {"git_sha", "timings"} - ADDED_RESULTS == \
+        set(before) - {"overrides", "timings_keys"}
+    assert sorted(now["timings"]) == before["timings_keys"]
+    assert without(now["config"], ADDED_CONFIG) == before["config"]
+    assert now["status"] == "completed" and now["task"] == before["task"]
+    for split in ("test", "test_ts", "val"):
+        if split in before:
+            assert now[split] == pytest.approx(before[split], **SAME), split
+    assert now["seed"] == before["seed"]
+    if "temperature" in before:
+        assert now["temperature"] == pytest.approx(before["temperature"], **SAME)
+    for key in ("reliability", "reliability_ts"):
+        if key in before:
+            for field, values in before[key].items():
+                assert now[key][field] == pytest.approx(values, **SAME), (key, field)
+    assert len(now["history"]) == len(before["history"])
+    for record, old in zip(now["history"], before["history"]):
+        record = {k: v for k, v in record.items() if k != "samples_per_s"}
+        assert record.keys() == old.keys()
+        assert record == pytest.approx(old, **SAME)
