@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 BENCH_DIR ?= runs/benchmark/$(shell date +%Y-%m-%d_%H-%M-%S)
 
-.PHONY: setup benchmark test lint data clean
+.PHONY: setup benchmark test test-fast lint data clean
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,12 @@ benchmark: setup
 # The whole test suite. pytest exits 5 when it collected no tests: that is a failure here.
 test: setup
 	$(PY) -m pytest -q; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; \
+	exit $$status
+
+# The edit loop: everything but the tests marked slow (subprocesses, DDP, kill-and-resume).
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; \
 	exit $$status
 

@@ -102,7 +102,7 @@ def trainer_epoch(env, epoch: int) -> int:
     optimizer, scheduler = env["opt"]
     scaler = torch.amp.GradScaler(env["device"].type, enabled=False)
     stats = train_one_epoch(env["model"], env["loader"], env["parts"].method, env["parts"].loss_fn,
-                            optimizer, scheduler, scaler, epoch, device=env["device"],
+                            optimizer, scheduler, scaler, epoch=epoch, device=env["device"],
                             autocast=env["autocast"], log_every=env["cfg"].trainer.log_every,
                             progress=False)
     return stats["samples"]

@@ -50,10 +50,10 @@ def kill_in_epoch_two(cfg, run_dir, monkeypatch) -> None:
 
     real_epoch = trainer.train_one_epoch
 
-    def dies_in_epoch_two(*args, **kwargs):
-        if args[7] == 1:  # the epoch index
+    def dies_in_epoch_two(*args, epoch: int, **kwargs):
+        if epoch == 1:  # 0-based: the second epoch
             raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
+        return real_epoch(*args, epoch=epoch, **kwargs)
 
     monkeypatch.setattr(trainer, "train_one_epoch", dies_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):

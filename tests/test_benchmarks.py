@@ -62,6 +62,7 @@ def test_table_rows_carry_the_bandwidth_of_ours_and_the_references(capsys):
     assert "| torchvision v2 mixup | batch | 2.000 | 500.0 (12% of peak) |" in lines
 
 
+@pytest.mark.slow
 def test_interleaved_run_prints_every_mixer_with_its_paired_quartiles():
     out = run_tool(str(ROOT / "benchmarks/mixing.py"), "--no-cuda", "--batch", "8",
                    "--classes", "5", "--min-time", "0.02", "--interleave", "2")

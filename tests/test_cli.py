@@ -1,7 +1,10 @@
 """The command-line tools as a user runs them (subprocesses through Hydra)."""
 import json
 
+import pytest
 from conftest import run_tool
+
+pytestmark = pytest.mark.slow  # every test here starts Python processes
 
 QUICK = ["trainer.epochs=1", "trainer.progress=false"]
 

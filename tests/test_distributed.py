@@ -49,6 +49,7 @@ def two_and_one_process_runs(tmp_path_factory):
     return runs
 
 
+@pytest.mark.slow
 def test_two_processes_train_the_same_model_as_one(two_and_one_process_runs):
     (one, _), (two, two_dir) = two_and_one_process_runs[1], two_and_one_process_runs[2]
     assert two["status"] == "completed" and two["timings"]["processes"] == 2
@@ -65,6 +66,7 @@ def test_two_processes_train_the_same_model_as_one(two_and_one_process_runs):
                                                          "results.json", "train.log"]
 
 
+@pytest.mark.slow
 def test_distributed_evaluation_equals_single_process(two_and_one_process_runs):
     results, run_dir = two_and_one_process_runs[2]
     gathered = {k: results[k] for k in ("test", "test_ts", "val", "temperature")}
@@ -76,6 +78,7 @@ def test_distributed_evaluation_equals_single_process(two_and_one_process_runs):
     assert single["temperature"] == pytest.approx(gathered["temperature"], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_a_failing_process_stops_the_job_with_a_clear_error(tmp_path):
     from conftest import make_cfg
 
@@ -86,6 +89,7 @@ def test_a_failing_process_stops_the_job_with_a_clear_error(tmp_path):
     assert not (tmp_path / "run" / "run.lock").exists()
 
 
+@pytest.mark.slow
 def test_torchrun_ranks_share_one_run_folder(tmp_path):
     """torchrun starts the ranks; each has its own Hydra but all write into rank 0's folder."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -100,6 +104,7 @@ def test_torchrun_ranks_share_one_run_folder(tmp_path):
     assert results["status"] == "completed" and results["timings"]["processes"] == 2
 
 
+@pytest.mark.slow
 def test_sweep_lands_every_job_and_a_rerun_skips_them(tmp_path):
     sweep = ["-m", "+method=erm,mixup", "seed=0,1", "trainer.epochs=1",
              "trainer.progress=false", f"hydra.sweep.dir={tmp_path}"]
@@ -162,6 +167,7 @@ def test_dataset_splits_are_sharded_without_overlap():
     assert evaluated == [list(range(20)), list(range(20, 40))]
 
 
+@pytest.mark.slow
 def test_submitit_tasks_are_the_ranks_of_one_run(tmp_path):
     """Hydra's submitit launcher with 2 tasks for one job (what hydra/launcher=slurm does with
     one task per GPU): the tasks become 2 DDP ranks of a single run."""

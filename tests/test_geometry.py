@@ -77,6 +77,7 @@ def test_backbone_features_feed_the_head():
     assert torch.allclose(model.head(model.forward_features(x)), model(x))
 
 
+@pytest.mark.slow
 def test_analyze_tool_writes_json_and_figure(cfg_factory, tmp_path):
     train(cfg_factory("+method=mixup", "backbone.width=8"), tmp_path)
     result = run_tool("tools/analyze.py", str(tmp_path), "--geometry", "--device", "cpu")

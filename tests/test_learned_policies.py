@@ -342,6 +342,7 @@ def test_state_from_another_method_is_refused():
         other.step(small_model(), batch(), SoftTargetCrossEntropy())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", LEARNED)
 def test_kill_and_resume_equals_uninterrupted(name, cfg_factory, tmp_path, monkeypatch):
     overrides = (f"+method={name}", *TINY, "trainer.epochs=2", "seed=5")
@@ -376,6 +377,7 @@ def test_one_epoch_on_digits_keeps_extra_modules_out_of_the_model(name, digits_r
     assert state["method"]["parts"] and state["method"]["optimizers"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", LEARNED)
 def test_visualize_mix_draws_the_learned_policy_of_a_run(name, digits_runs, tmp_path):
     _, run_dir = digits_runs[name]
@@ -392,6 +394,7 @@ def test_visualize_mix_draws_the_learned_policy_of_a_run(name, digits_runs, tmp_
     assert (tmp_path / "grid.png").stat().st_size > 5_000
 
 
+@pytest.mark.slow
 def test_visualize_mix_refuses_a_run_without_a_learned_policy(tmp_path):
     train(make_cfg(*FAST, *TINY), tmp_path)
     result = run_tool("tools/visualize_mix.py", str(tmp_path))
@@ -503,10 +506,12 @@ def two_ranks(tmp_path_factory):
         return dict(results)
 
 
+@pytest.mark.slow
 def test_gradients_are_averaged_across_ranks(two_ranks):
     assert two_ranks[0]["average"] == two_ranks[1]["average"] == [[1.5, 1.5, 1.5], [5.0]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", LEARNED)
 def test_parts_stay_identical_on_every_rank(name, two_ranks):
     assert two_ranks[0][name] == two_ranks[1][name]

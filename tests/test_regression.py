@@ -220,6 +220,7 @@ def test_cmixup_manifold_and_batch_scope_run(tmp_path):
     assert results["status"] == "completed" and math.isfinite(results["test"]["rmse"])
 
 
+@pytest.mark.slow
 def test_regression_sweep_and_leaderboard_from_the_command_line(tmp_path):
     sweep = tmp_path / "sweep"
     out = run_tool("tools/train.py", "-m", "+method=cmixup,mixup", "dataset=diabetes",
@@ -276,6 +277,7 @@ def test_missing_and_malformed_files_say_what_to_do(tmp_path):
         DATASETS.build({"name": "no2", "root": str(tmp_path)})
 
 
+@pytest.mark.slow
 def test_train_cli_reports_a_missing_csv_without_a_traceback(tmp_path):
     out = run_tool("tools/train.py", "+method=cmixup", "dataset=airfoil",
                    f"dataset.root={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}")

@@ -135,6 +135,7 @@ def test_pooled_reliability_weights_by_count():
     assert pooled["acc"][14] == pytest.approx(1.0) and pooled["conf"][13] == pytest.approx(0.9)
 
 
+@pytest.mark.slow
 def test_leaderboard_tool_writes_md_csv_html(runs_dir, tmp_path):
     write_run(runs_dir, "f", "cutmix", 0, 0.75, 0.05)
     out = tmp_path / "site"
@@ -155,6 +156,7 @@ def test_leaderboard_tool_writes_md_csv_html(runs_dir, tmp_path):
     assert bad.returncode == 1 and "no completed runs" in bad.stderr
 
 
+@pytest.mark.slow
 def test_html_page_shows_one_reliability_diagram_per_method(runs_dir, tmp_path):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
@@ -170,6 +172,7 @@ def test_html_page_shows_one_reliability_diagram_per_method(runs_dir, tmp_path):
     assert dom.count('alt="reliability: ') == 2
 
 
+@pytest.mark.slow
 def test_regression_runs_compare_to_the_shipped_cmixup_table(tmp_path):
     write_regression_run(tmp_path, "a", "cmixup", 0, 2.8)
     write_regression_run(tmp_path, "b", "erm", 0, 3.0)

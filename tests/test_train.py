@@ -47,6 +47,7 @@ def test_same_seed_same_metrics_other_seed_differs(cfg_factory, tmp_path):
     assert runs[0]["history"][0]["train_loss"] != runs[2]["history"][0]["train_loss"]
 
 
+@pytest.mark.slow
 def test_kill_and_resume_equals_uninterrupted(cfg_factory, tmp_path, monkeypatch):
     overrides = ("+method=cutmix", "trainer.epochs=3", "seed=5")
     full = train(cfg_factory(*overrides), tmp_path / "full")

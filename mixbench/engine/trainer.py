@@ -126,8 +126,8 @@ def autocast_for(device: torch.device, precision: str):
     return lambda: torch.autocast(device.type, dtype=dtype)
 
 
-def train_one_epoch(model, loader, method: Method, loss_fn, optimizer, scheduler, scaler,
-                    epoch: int, *, device: torch.device, autocast=contextlib.nullcontext,
+def train_one_epoch(model, loader, method: Method, loss_fn, optimizer, scheduler, scaler, *,
+                    epoch: int, device: torch.device, autocast=contextlib.nullcontext,
                     log_every: int = 50, progress: bool = True, desc: str = "",
                     info: DistInfo = SINGLE) -> dict:
     """One pass over ``loader``. Loss and accuracy stay on the device and are read every
@@ -357,7 +357,8 @@ def _train_locked(cfg: DictConfig, run_dir: Path, info: DistInfo) -> dict:
             seed_everything(epoch_seed(cfg.seed, epoch))
             parts.method.start_epoch(epoch, t.epochs)
             stats = train_one_epoch(model, train_loader, parts.method, parts.loss_fn, optimizer,
-                                    scheduler, scaler, epoch, device=device, autocast=autocast,
+                                    scheduler, scaler, epoch=epoch, device=device,
+                                    autocast=autocast,
                                     log_every=t.log_every, progress=t.progress and main,
                                     desc=f"epoch {epoch + 1}/{t.epochs}", info=info)
             train_s += stats.pop("epoch_s")
