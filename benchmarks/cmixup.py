@@ -28,7 +28,7 @@ def measure(n: int, batch: int, repeats: int, bandwidth: float) -> dict:
 
     from mixbench.losses import MeanSquaredError
     from mixbench.methods.cmixup import sample_partners
-    from mixbench.registry import BACKBONES, METHODS
+    from mixbench.components import BACKBONES, METHODS
 
     torch.manual_seed(0)
     pool = torch.randn(n, 1)

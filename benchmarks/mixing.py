@@ -72,7 +72,7 @@ def mix_ours(method, x, labels):
 
 
 def mixers_ours(args, device: str) -> dict:
-    from mixbench.registry import METHODS
+    from mixbench.components import METHODS
 
     x, labels = batch(args, device)
     return {f"{name}/{mode}": functools.partial(
@@ -179,8 +179,8 @@ def quartiles_of_rounds(rounds: list[dict[str, list[float]]]) -> dict[str, tuple
     for paired in rounds:
         for key, ratios in paired.items():
             pooled.setdefault(key, []).extend(ratios)
-    return {key: tuple(statistics.quantiles(r, n=4, method="inclusive")[::2]) for key, r in pooled.items()
-            if len(r) >= 2}
+    return {key: tuple(statistics.quantiles(r, n=4, method="inclusive")[::2])
+            for key, r in pooled.items() if len(r) >= 2}
 
 
 def traffic_bytes(batch_size: int) -> int:

@@ -33,7 +33,7 @@ def build_methods(names, backbone_cfg, num_classes, in_channels, folder: Path):
     import torch
 
     from mixbench.engine.checkpoint import save_checkpoint
-    from mixbench.registry import BACKBONES, METHODS
+    from mixbench.components import BACKBONES, METHODS
 
     frozen = BACKBONES.build(backbone_cfg, num_classes=num_classes, in_channels=in_channels)
     ckpt = folder / "last.pt"
@@ -58,7 +58,7 @@ def main() -> None:
     import torch
 
     from mixbench.losses import SoftTargetCrossEntropy
-    from mixbench.registry import BACKBONES
+    from mixbench.components import BACKBONES
 
     device = torch.device(args.device)
     backbone_cfg = {"name": args.backbone}

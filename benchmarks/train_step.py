@@ -52,11 +52,11 @@ def build(args):
     import torch
     from hydra import compose, initialize_config_dir
 
+    from mixbench.components import SCHEDULERS, build_components
     from mixbench.data import make_loader
-    from mixbench.engine.trainer import (PRECISIONS, _prepare_model, autocast_for,
-                                         build_components)
+    from mixbench.engine.context import PRECISIONS, autocast_for
     from mixbench.engine.distributed import SINGLE
-    from mixbench.registry import SCHEDULERS
+    from mixbench.engine.fit import wrap_model
 
     overrides = [f"backbone={args.backbone}", f"dataset={args.dataset}",
                  f"trainer.batch_size={args.batch}", f"trainer.precision={args.precision}",
@@ -87,7 +87,7 @@ def build(args):
         plain_model = torch.compile(plain_model)
     return {
         "cfg": cfg, "parts": parts, "loader": loader, "device": device,
-        "model": _prepare_model(parts.model, cfg.trainer, device, SINGLE),
+        "model": wrap_model(parts.model, cfg.trainer, device, SINGLE),
         "opt": optimiser_for(parts.model), "plain_model": plain_model,
         "plain_opt": optimiser_for(plain_model), "autocast": autocast_for(device, args.precision),
         "dtype": PRECISIONS[args.precision],
@@ -97,12 +97,13 @@ def build(args):
 def trainer_epoch(env, epoch: int) -> int:
     import torch
 
-    from mixbench.engine.trainer import train_one_epoch
+    from mixbench.engine.fit import train_one_epoch
 
     optimizer, scheduler = env["opt"]
     scaler = torch.amp.GradScaler(env["device"].type, enabled=False)
     stats = train_one_epoch(env["model"], env["loader"], env["parts"].method, env["parts"].loss_fn,
-                            optimizer, scheduler, scaler, epoch=epoch, device=env["device"],
+                            optimizer, scheduler, scaler, epoch=epoch, task=env["parts"].task,
+                            device=env["device"],
                             autocast=env["autocast"], log_every=env["cfg"].trainer.log_every,
                             progress=False)
     return stats["samples"]

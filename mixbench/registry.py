@@ -2,13 +2,15 @@
 
 A config group's YAML is ``name:`` plus the constructor's keyword arguments; ``build(cfg)``
 looks the name up and calls the registered factory with the rest.
-"""
+
+This module is a leaf, as timm's ``_registry.py`` is: it imports no component package.
+Components register themselves when their package is imported; ``mixbench.components``
+imports every one of them, so ``from mixbench.components import METHODS`` gives the full
+registry."""
 from __future__ import annotations
 
 import inspect
 from typing import Any, Callable, Mapping
-
-from omegaconf import DictConfig, OmegaConf
 
 from mixbench.errors import ConfigError
 
@@ -28,22 +30,23 @@ class Registry:
         return decorator
 
     def names(self) -> list[str]:
-        load_all()
         return sorted(self._factories)
 
     def get(self, name: str) -> Callable[..., Any]:
-        load_all()
         if name not in self._factories:
-            raise ConfigError(
-                f"unknown {self.kind} '{name}'. Known {self.kind}s: {', '.join(self.names())}"
-            )
+            known = ", ".join(self.names()) or (
+                "none yet (import mixbench.components, which registers every component)")
+            raise ConfigError(f"unknown {self.kind} '{name}'. Known {self.kind}s: {known}")
         return self._factories[name]
 
-    def build(self, cfg: Mapping[str, Any] | DictConfig, **extra: Any) -> Any:
+    def build(self, cfg: Mapping[str, Any], **extra: Any) -> Any:
         """Build from a dict/DictConfig with a ``name`` key; ``extra`` adds runtime arguments
         (e.g. ``num_classes``) that do not belong in the YAML."""
-        if isinstance(cfg, DictConfig):
-            cfg = OmegaConf.to_container(cfg, resolve=True)
+        if not isinstance(cfg, dict):
+            from omegaconf import DictConfig, OmegaConf
+
+            if isinstance(cfg, DictConfig):  # plain, resolved values for the factory
+                cfg = OmegaConf.to_container(cfg, resolve=True)
         kwargs = dict(cfg)
         if "name" not in kwargs:
             raise ConfigError(f"a {self.kind} config needs a 'name' key; got keys {sorted(kwargs)}")
@@ -58,7 +61,6 @@ class Registry:
         return factory(**kwargs, **extra)
 
     def __contains__(self, name: str) -> bool:
-        load_all()
         return name in self._factories
 
     def __repr__(self) -> str:
@@ -71,16 +73,5 @@ METHODS = Registry("method")
 LOSSES = Registry("loss")
 SCHEDULERS = Registry("scheduler")
 LOGGERS = Registry("logger")
-
-
-def load_all() -> None:
-    """Import every component package so its ``@register`` decorators run.
-
-    Called lazily on the first lookup, so ``from mixbench.registry import METHODS`` is enough
-    for users; the imports are explicit (no filesystem scanning)."""
-    import mixbench.data  # noqa: F401
-    import mixbench.engine.schedulers  # noqa: F401
-    import mixbench.losses  # noqa: F401
-    import mixbench.methods  # noqa: F401
-    import mixbench.models  # noqa: F401
-    import mixbench.loggers  # noqa: F401
+TASKS = Registry("task")
+PROTOCOLS = Registry("protocol")

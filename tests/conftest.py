@@ -46,19 +46,20 @@ def run_tool(*args: str, cwd: Path | None = None, timeout: int = 300):
 def kill_in_epoch_two(cfg, run_dir, monkeypatch) -> None:
     """Train ``cfg`` in ``run_dir`` and stop it as a kill would when epoch 2 starts (after
     epoch 1's checkpoint), for kill-and-resume tests."""
-    import mixbench.engine.trainer as trainer
+    import mixbench.engine.fit as fit
+    from mixbench.engine.run import train
 
-    real_epoch = trainer.train_one_epoch
+    real_epoch = fit.train_one_epoch
 
     def dies_in_epoch_two(*args, epoch: int, **kwargs):
         if epoch == 1:  # 0-based: the second epoch
             raise KeyboardInterrupt
         return real_epoch(*args, epoch=epoch, **kwargs)
 
-    monkeypatch.setattr(trainer, "train_one_epoch", dies_in_epoch_two)
+    monkeypatch.setattr(fit, "train_one_epoch", dies_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
-        trainer.train(cfg, run_dir)
-    monkeypatch.setattr(trainer, "train_one_epoch", real_epoch)
+        train(cfg, run_dir)
+    monkeypatch.setattr(fit, "train_one_epoch", real_epoch)
 
 
 def without_timings(history: list[dict]) -> list[dict]:

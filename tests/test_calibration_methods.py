@@ -8,12 +8,13 @@ import torch
 
 from conftest import FAST, make_cfg, steps_that_never_wait
 from mixbench.engine.checkpoint import save_checkpoint
-from mixbench.engine.trainer import evaluate_run, train
+from mixbench.engine.load import evaluate_run
+from mixbench.engine.run import train
 from mixbench.errors import ConfigError
 from mixbench.losses import SoftTargetCrossEntropy
 from mixbench.losses.distill import distillation_kl
 from mixbench.losses.ranking import mixup_ndcg_loss, mixup_ranking_loss
-from mixbench.registry import BACKBONES, METHODS
+from mixbench.components import BACKBONES, METHODS
 
 K = 4
 
@@ -212,7 +213,7 @@ def test_reliability_figure_shows_before_and_after_temperature_scaling(cfg_facto
 
 def test_mixkd_resume_refuses_a_changed_teacher(tmp_path, teacher_run):
     from mixbench.errors import CheckpointError
-    from mixbench.registry import DATASETS
+    from mixbench.components import DATASETS
 
     data = DATASETS.build({"name": "digits"})
     teacher = tmp_path / "teacher.pt"

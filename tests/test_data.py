@@ -12,7 +12,7 @@ from PIL import Image
 from mixbench.data import Augment, InMemoryLoader, Split
 from mixbench.data.loaders import random_crop_flip
 from mixbench.errors import DatasetError, DatasetNotFoundError
-from mixbench.registry import DATASETS
+from mixbench.components import DATASETS
 
 
 # --- digits ---------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from mixbench.engine.distributed import DistInfo, shard_range
-from mixbench.engine.trainer import evaluate_run, run
+from mixbench.engine.load import evaluate_run
+from mixbench.engine.run import run
 from mixbench.errors import DistributedError
 
 from conftest import ROOT, run_tool

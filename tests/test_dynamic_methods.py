@@ -15,7 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 from conftest import FAST, make_cfg, steps_that_never_wait
 
 from mixbench.engine.checkpoint import save_checkpoint
-from mixbench.engine.trainer import train
+from mixbench.engine.run import train
 from mixbench.errors import ConfigError
 from mixbench.losses import SoftTargetCrossEntropy
 from mixbench.methods.alignmix import align_and_mix, logsumexp, sinkhorn_plan
@@ -23,7 +23,7 @@ from mixbench.methods.attentivemix import attentive_batch
 from mixbench.methods.puzzlemix import puzzle_batch, to_blocks
 from mixbench.methods.snapmix import class_activation_maps, snapmix_batch
 from mixbench.methods.transmix import attention_label_weight, class_token_attention
-from mixbench.registry import BACKBONES, METHODS
+from mixbench.components import BACKBONES, METHODS
 
 B, K, SIDE = 8, 8, 16
 METHOD_NAMES = ["manifoldmix", "regmixup", "snapmix", "puzzlemix", "attentivemix", "transmix",

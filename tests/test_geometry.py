@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from conftest import run_tool
-from mixbench.engine.trainer import train
+from mixbench.engine.run import train
 from mixbench.eval.geometry import collapse_metrics, etf_distance, mixed_alignment, nc1
-from mixbench.registry import BACKBONES
+from mixbench.components import BACKBONES
 
 K, D = 4, 7
 

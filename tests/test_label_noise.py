@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from mixbench.data.label_noise import LABEL_NOISE_NAME, check_label_noise, corrupt_labels
-from mixbench.engine.trainer import train
+from mixbench.engine.run import train
 from mixbench.errors import ConfigError
-from mixbench.registry import DATASETS
+from mixbench.components import DATASETS
 
 LABELS = torch.arange(10).repeat_interleave(50)  # 10 classes × 50 samples
 

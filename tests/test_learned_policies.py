@@ -16,9 +16,10 @@ from conftest import (FAST, kill_in_epoch_two, make_cfg, run_tool, steps_that_ne
                       without_timings)
 
 from mixbench.engine.checkpoint import load_checkpoint
-from mixbench.engine.trainer import train
+from mixbench.engine.run import train
 from mixbench.errors import CheckpointError, ConfigError
 from mixbench.losses import SoftTargetCrossEntropy
+from mixbench.tasks import task_for
 from mixbench.methods.policy.adaptive_mask import mix_source_targets, mix_sources
 from mixbench.methods.policy.ema import cosine_momentum, ema_update_
 from mixbench.methods.policy.learned import average_across_ranks
@@ -26,7 +27,7 @@ from mixbench.methods.policy.mixblock import (mask_loss, mask_variance, mix_with
                                               rescale_lambda)
 from mixbench.methods.policy.samix import eta_balanced_cross_entropy
 from mixbench.methods.policy.preview import preview_run
-from mixbench.registry import BACKBONES, METHODS
+from mixbench.components import BACKBONES, LOSSES, METHODS
 
 B, K, SIDE = 8, 5, 16
 LEARNED = ["automix", "samix", "adautomix", "adamixup"]
@@ -424,8 +425,10 @@ def test_automix_config_errors():
     with pytest.raises(ConfigError, match="image batches"):
         build("automix").step(small_model(), (torch.randn(B, 4), torch.arange(B) % K),
                               SoftTargetCrossEntropy())
-    with pytest.raises(ConfigError, match="classification"):
-        build("automix").setup(SimpleNamespace(task="regression", name="diabetes"), None)
+    regression = task_for(SimpleNamespace(task="regression", name="diabetes"))
+    with pytest.raises(ConfigError, match="method=automix is for classification"):
+        regression.check(loss_fn=LOSSES.build({"name": "mse"}), method=build("automix"),
+                         loss_name="mse", method_name="automix")
 
 
 def test_samix_config_errors():

@@ -6,7 +6,7 @@ import torch
 
 from mixbench.errors import ConfigError
 from mixbench.losses import SoftTargetCrossEntropy
-from mixbench.registry import LOSSES
+from mixbench.components import LOSSES
 
 
 def build(name, **kwargs):

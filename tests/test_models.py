@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from mixbench.errors import ConfigError
-from mixbench.registry import BACKBONES
+from mixbench.components import BACKBONES
 
 # (config, input shape). Heavy CIFAR nets get a tiny batch; timm covers a CNN and a ViT.
 CASES = {

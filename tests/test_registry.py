@@ -4,7 +4,8 @@ import pytest
 import yaml
 
 from mixbench.errors import ConfigError
-from mixbench.registry import BACKBONES, DATASETS, LOSSES, METHODS, Registry
+from mixbench.components import BACKBONES, DATASETS, LOSSES, METHODS
+from mixbench.registry import Registry
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -13,12 +13,12 @@ from sklearn import metrics as skm
 from conftest import HostToDeviceCopies, make_cfg, run_tool, steps_that_never_wait
 from mixbench.data.loaders import InMemoryLoader
 from mixbench.data.regression import Windows, rotate
-from mixbench.engine.trainer import train
+from mixbench.engine.run import train
 from mixbench.errors import ConfigError, DatasetError, DatasetNotFoundError
 from mixbench.eval.evaluate import original_units
 from mixbench.eval.regression import regression_metrics
 from mixbench.methods.cmixup import sample_partners, squared_distances
-from mixbench.registry import DATASETS, METHODS
+from mixbench.components import DATASETS, METHODS
 
 FAST = ["trainer.epochs=2", "trainer.progress=false"]
 

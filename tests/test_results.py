@@ -1,4 +1,5 @@
 """Tables and the leaderboard from synthetic run folders written here."""
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -8,8 +9,10 @@ import pytest
 from conftest import ROOT, run_tool
 
 from mixbench.eval.reliability import pool_reliability
-from mixbench.results.table import (CLASSIFICATION_COLUMNS, REGRESSION_COLUMNS, attach_reference,
-                                    filter_runs, load_runs, summarize, to_markdown)
+from mixbench.results.table import (attach_reference, columns_for, filter_runs, load_runs,
+                                    summarize, to_markdown)
+
+CLASSIFICATION = columns_for("classification")
 
 BINS = [i / 15 for i in range(16)]
 
@@ -20,11 +23,12 @@ def reliability(count_last):
     return {"bins": BINS, "acc": acc, "conf": [0.0] * 13 + [0.9, 0.97], "count": count}
 
 
-def write_run(root, name, method, seed, top1, ece, status="completed", epochs=12, lr=0.1):
+def write_run(root, name, method, seed, top1, ece, status="completed", epochs=12, lr=0.1,
+              **extra):
     run = root / name
     run.mkdir(parents=True)
     history = [{"epoch": e, "test_top1": top1 - 0.01 * (e % 3)} for e in range(1, epochs + 1)]
-    (run / "results.json").write_text(json.dumps({
+    (run / "results.json").write_text(json.dumps({**extra,
         "config": {"dataset": {"name": "digits"}, "backbone": {"name": "small_cnn"},
                    "method": {"name": method}, "loss": {"name": "soft_ce"},
                    "trainer": {"epochs": epochs, "progress": seed % 2 == 0},
@@ -64,7 +68,7 @@ def test_summary_means_stds_seeds_and_exclusions(runs_dir):
     assert len(runs.completed) == 3 and list(runs.incomplete["status"]) == ["failed"]
     assert len(runs.unreadable) == 1 and runs.unreadable[0][0].endswith("e/results.json")
     assert runs.duplicates.empty
-    table = summarize(runs.completed)
+    table = summarize(runs.completed, CLASSIFICATION)
     mixup = table[table.method == "mixup"].iloc[0]
     assert mixup.top1 == pytest.approx(0.85) and mixup.top1_std == pytest.approx(0.05)
     assert mixup.seeds == 2 and table.iloc[0].method == "mixup"  # sorted by top-1
@@ -76,7 +80,7 @@ def test_summary_means_stds_seeds_and_exclusions(runs_dir):
 
 
 def test_best_values_marked_by_direction(runs_dir):
-    text = to_markdown(summarize(load_runs(runs_dir).completed))
+    text = to_markdown(summarize(load_runs(runs_dir).completed, CLASSIFICATION), CLASSIFICATION)
     assert "top-1 % ↑" in text and "ECE % ↓" in text and "| T " in text
     assert "**85.00 ± 5.00**" in text  # best top-1: highest
     assert "**3.00 ± 1.00**" in text  # best ECE: lowest
@@ -84,7 +88,7 @@ def test_best_values_marked_by_direction(runs_dir):
 
 
 def test_constant_identity_columns_become_a_caption(runs_dir):
-    text = to_markdown(summarize(load_runs(runs_dir).completed))
+    text = to_markdown(summarize(load_runs(runs_dir).completed, CLASSIFICATION), CLASSIFICATION)
     caption, table = text.split("\n\n")
     assert caption == "dataset digits · backbone small_cnn · loss soft_ce · epochs 12"
     assert "| method" in table and "| dataset" not in table
@@ -104,19 +108,19 @@ def test_filter_and_group_by(runs_dir):
     assert len(filter_runs(runs, {"epochs": "12"})) == 3
     with pytest.raises(KeyError, match="cannot filter on 'colour'"):
         filter_runs(runs, {"colour": "red"})
-    by_seed = summarize(runs, group_by=["seed"])
+    by_seed = summarize(runs, CLASSIFICATION, group_by=["seed"])
     assert sorted(by_seed.seeds) == [1, 2]
 
 
 def test_compare_to_published_table(runs_dir):
-    summary = summarize(load_runs(runs_dir).completed)
+    summary = summarize(load_runs(runs_dir).completed, CLASSIFICATION)
     reference = pd.DataFrame({"dataset": ["digits", "digits"], "backbone": ["small_cnn"] * 2,
                               "method": ["vanilla", "mixup"], "epochs": [12, 12],
                               "top1": [75.0, 80.0]})
-    merged = attach_reference(summary, reference, CLASSIFICATION_COLUMNS[0])
+    merged = attach_reference(summary, reference, CLASSIFICATION[0])
     erm = merged[merged.method == "erm"].iloc[0]
     assert erm.ref_top1 == pytest.approx(0.75) and erm.delta_top1 == pytest.approx(-0.05)
-    text = to_markdown(merged)
+    text = to_markdown(merged, CLASSIFICATION)
     assert "published top-1 %" in text and "+5.00" in text and "-5.00" in text
 
 
@@ -124,15 +128,42 @@ def test_regression_table_ranks_lower_rmse_first(tmp_path):
     write_regression_run(tmp_path, "a", "mixup", 0, 3.7)
     write_regression_run(tmp_path, "b", "cmixup", 0, 2.7)
     runs = load_runs(tmp_path).completed
-    table = summarize(runs, REGRESSION_COLUMNS)
+    table = summarize(runs, columns_for("regression"))
     assert list(table.method) == ["cmixup", "mixup"]
-    assert "**2.7000 ± 0.0000**" in to_markdown(table, REGRESSION_COLUMNS)
+    assert "**2.7000 ± 0.0000**" in to_markdown(table, columns_for("regression"))
 
 
 def test_pooled_reliability_weights_by_count():
     pooled = pool_reliability([reliability(20), reliability(60)])
     assert pooled["count"][14] == 80 and pooled["count"][13] == 20
     assert pooled["acc"][14] == pytest.approx(1.0) and pooled["conf"][13] == pytest.approx(0.9)
+
+
+def leaderboard(*args: str) -> int:
+    """tools/leaderboard.py's main, in this process."""
+    spec = importlib.util.spec_from_file_location("leaderboard", ROOT / "tools/leaderboard.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(list(args))
+
+
+def test_one_table_per_protocol_and_task_each_with_its_columns(runs_dir, tmp_path, capsys):
+    # runs written before protocols existed (no "protocol" key) are standard runs
+    write_run(runs_dir, "curve", "mixup", 0, 0.6, 0.2, protocol="learning_curve")
+    write_regression_run(runs_dir, "reg", "cmixup", 0, 2.5)
+    assert leaderboard(str(runs_dir), "--out", str(tmp_path)) == 0
+    md = (tmp_path / "leaderboard.md").read_text()
+    titles = [line for line in md.splitlines() if line.startswith("## ")]
+    assert titles == ["## learning_curve · classification (top-1: final)",
+                      "## standard · classification (top-1: final)",
+                      "## standard · regression"]
+    regression = md[md.index("## standard · regression"):]
+    assert "RMSE ↓" in regression and "top-1" not in regression
+    csv = pd.read_csv(tmp_path / "leaderboard.csv")
+    assert sorted(zip(csv.protocol, csv.task, csv.method)) == [
+        ("learning_curve", "classification", "mixup"), ("standard", "classification", "erm"),
+        ("standard", "classification", "mixup"), ("standard", "regression", "cmixup")]
+    assert "## standard · regression" in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 
 from conftest import make_cfg
-from mixbench.engine.trainer import train
+from mixbench.engine.run import train
 
 BEFORE = json.loads((Path(__file__).parent / "fixtures/standard_protocol_before.json").read_text())
 # Keys added to the config since, at the values that reproduce the runs before them.
-ADDED_CONFIG: dict = {}
-ADDED_RESULTS: set = set()
+ADDED_CONFIG = {"protocol": {"name": "standard"},
+                "trainer": {"init_from": None, "keep_every": 0}}
+ADDED_RESULTS = {"protocol"}
 # Float sums may be taken in another order (e.g. F.cross_entropy's reduction): last-bit
 # differences, nothing a table shows.
 SAME = dict(rel=1e-6, abs=1e-9)
@@ -46,6 +47,7 @@ def test_same_numbers_and_keys_as_before_the_protocol_layer(name, tmp_path):
     assert sorted(now["timings"]) == before["timings_keys"]
     assert without(now["config"], ADDED_CONFIG) == before["config"]
     assert now["status"] == "completed" and now["task"] == before["task"]
+    assert now["protocol"] == "standard"
     for split in ("test", "test_ts", "val"):
         if split in before:
             assert now[split] == pytest.approx(before[split], **SAME), split

@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from mixbench.engine.trainer import evaluate_run, train
+from mixbench.engine.load import evaluate_run
+from mixbench.engine.run import train
 from mixbench.errors import CheckpointError, ConfigError, NonFiniteLossError, RunExistsError
 from mixbench.losses import SoftTargetCrossEntropy
 

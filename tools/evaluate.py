@@ -11,8 +11,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mixbench.engine.trainer import evaluate_run  # noqa: E402
+from mixbench.engine.load import evaluate_run  # noqa: E402
 from mixbench.errors import MixbenchError  # noqa: E402
+from mixbench.registry import TASKS  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,12 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     except MixbenchError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    test = results["test"]
-    if results.get("task") == "regression":
-        summary = " ".join(f"{k}={test[k]:.4g}" for k in ("rmse", "mae", "mape", "r2"))
-    else:
-        summary = (f"top1={test['top1']:.4f} ece={test['ece']:.4f} nll={test['nll']:.4f} | after "
-                   f"TS (T={results['temperature']:.3f}) ece={results['test_ts']['ece']:.4f}")
+    summary = TASKS.get(results["task"]).summary(results)
     print(f"{args.run_dir}: {summary} [{results['status']}]")
     return 0
 

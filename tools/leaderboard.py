@@ -6,7 +6,8 @@
         --compare-to benchmarks/reference/openmixup_cifar_resnet18.csv
 
 Writes leaderboard.md, leaderboard.csv and leaderboard.html (self-contained) and prints the
-markdown. Runs that did not complete are listed, never averaged; unreadable files are reported.
+markdown: one table per protocol and task, each with that task's columns. Runs that did not
+complete are listed, never averaged; unreadable files are reported.
 """
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mixbench.results.html import render_html  # noqa: E402
-from mixbench.results.table import (COLUMNS, CONSOLE_KEYS, IDENTITY,  # noqa: E402
-                                    attach_reference, filter_runs, load_runs, summarize,
-                                    to_markdown)
+from mixbench.results.table import (IDENTITY, SECTION, attach_reference,  # noqa: E402
+                                    columns_for, console_columns, filter_runs, load_runs,
+                                    summarize, to_markdown)
 
 
 def parse_args(argv):
@@ -31,8 +32,8 @@ def parse_args(argv):
     parser.add_argument("runs_dir", type=Path, help="folder searched recursively for runs")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs_dir)")
     parser.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
-                        help="keep runs whose KEY (dataset, backbone, method, loss, epochs, seed) "
-                             "equals VALUE; repeatable")
+                        help="keep runs whose KEY (protocol, task, dataset, backbone, method, "
+                             "loss, epochs, seed) equals VALUE; repeatable")
     parser.add_argument("--group-by", default=",".join(IDENTITY),
                         help=f"comma-separated columns to group seeds by (default: "
                              f"{','.join(IDENTITY)})")
@@ -64,17 +65,20 @@ def main(argv: list[str] | None = None) -> int:
             raise KeyError(f"cannot group by {unknown}: choose from {', '.join(IDENTITY)}, seed")
         if args.top1 == "last10_median" and "top1" in runs:
             runs = runs.assign(top1=runs["last10_median_top1"])
-        sections, texts, console = [], [], []
-        for task, task_runs in runs.groupby("task", sort=True):
-            columns = COLUMNS[task]
-            summary = summarize(task_runs, columns, group_by)
+        sections, texts, console, rows = [], [], [], []
+        for (protocol, task), section_runs in runs.groupby(SECTION, sort=True):
+            columns = columns_for(task)
+            summary = summarize(section_runs, columns, group_by)
             if reference is not None and columns[0].key in reference:
                 summary = attach_reference(summary, reference, columns[0])
-            title = f"{task} (top-1: {args.top1})" if task == "classification" else task
-            sections.append((title, task_runs, summary, columns, group_by))
+            title = f"{protocol} · {task}"
+            if any(c.key == "top1" for c in columns):
+                title += f" (top-1: {args.top1})"
+            sections.append((title, section_runs, summary, columns, group_by))
+            rows.append(summary.assign(protocol=protocol, task=task))
             texts.append(f"## {title}\n\n{to_markdown(summary, columns, group_by)}")
-            short = [c for c in columns if c.key in CONSOLE_KEYS[task]]
-            console.append(f"## {title}\n\n{to_markdown(summary, short, group_by)}")
+            console.append(f"## {title}\n\n"
+                           f"{to_markdown(summary, console_columns(task), group_by)}")
     except KeyError as err:
         print(f"error: {err.args[0]}", file=sys.stderr)
         return 2
@@ -87,8 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     text = "\n\n".join(texts)
     (out / "leaderboard.md").write_text(f"# mixbench leaderboard\n\n{text}\n")
-    pd.concat([s.assign(task=sec[0]) for sec in sections for s in [sec[2]]]).to_csv(
-        out / "leaderboard.csv", index=False)
+    pd.concat(rows).to_csv(out / "leaderboard.csv", index=False)
     (out / "leaderboard.html").write_text(render_html(sections, table, str(args.runs_dir)))
 
     print("\n\n".join(console))

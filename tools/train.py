@@ -16,9 +16,9 @@ from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, too
 
-from mixbench.engine.trainer import run  # noqa: E402
+from mixbench.engine.run import run  # noqa: E402
 from mixbench.errors import MixbenchError  # noqa: E402
-from mixbench.results.table import COLUMNS  # noqa: E402
+from mixbench.registry import TASKS  # noqa: E402
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 log = logging.getLogger("mixbench")
@@ -32,7 +32,7 @@ def main(cfg: DictConfig) -> float:
         log.error("error: %s", err)
         sys.exit(1)
     # The value Hydra sweepers optimise: the task's primary metric (top-1, or RMSE).
-    return results["test"][COLUMNS[results["task"]][0].key]
+    return results["test"][TASKS.get(results["task"]).columns[0].key]
 
 
 if __name__ == "__main__":

@@ -17,6 +17,11 @@ from pathlib import Path
 
 import torch
 
+from mixbench.engine.load import load_run
+from mixbench.errors import ConfigError
+from mixbench.results.io import write_json_atomic
+from mixbench.tasks import require_task
+
 GEOMETRY_JSON, GEOMETRY_FIGURE = "geometry.json", "geometry.png"
 
 
@@ -174,26 +179,13 @@ def analyze_run(run_dir: str | Path, device: str = "auto", *, lam: float = 0.5,
                 batch_size: int = 512) -> dict:
     """Geometry of a saved run (its last.pt) on its training split: writes geometry.json and
     geometry.png in the run folder and returns the metrics."""
-    from mixbench.data import make_loader
-    from mixbench.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_model
-    from mixbench.engine.trainer import build_components, resolve_device
-    from mixbench.errors import ConfigError
-    from mixbench.results.io import write_json_atomic
-    from omegaconf import OmegaConf
-
     if not 0.0 <= lam <= 1.0:
         raise ConfigError(f"--lam must be in [0, 1], got {lam}")
-    run_dir = Path(run_dir)
-    state = load_checkpoint(run_dir / CHECKPOINT_NAME)
-    cfg = OmegaConf.create(state["config"])
-    torch_device = resolve_device(device)
-    parts = build_components(cfg, torch_device)
-    if parts.data.task != "classification":
-        raise ConfigError(f"geometry is for classification runs; {run_dir} is "
-                          f"{parts.data.task}")
-    restore_model(parts.model, state["model"], run_dir / CHECKPOINT_NAME)
-    loader = make_loader(parts.data, "train", batch_size, train=False, device=torch_device)
-    report = geometry_report(parts.model, loader, torch_device, lam=lam, seed=cfg.seed)
+    run = load_run(run_dir, device)
+    require_task(run.parts.task, "classification", "geometry")
+    cfg, parts, run_dir = run.cfg, run.parts, run.run_dir
+    loader = run.loader("train", batch_size)
+    report = geometry_report(parts.model, loader, parts.device, lam=lam, seed=cfg.seed)
     plot_geometry(report, run_dir / GEOMETRY_FIGURE)
     # "_" entries are per-sample values for the figure; NaN (no pairs of a kind) → null
     metrics = {k: v for k, v in report.items() if not k.startswith("_")}

@@ -21,7 +21,7 @@ from torch import nn
 from mixbench.errors import ConfigError
 from mixbench.methods.base import StepOutput
 from mixbench.methods.manifold import lerp_rows
-from mixbench.methods.model_access import check_classification_task, plain_backbone
+from mixbench.methods.model_access import plain_backbone
 from mixbench.methods.sample_mixing import SampleMixer, mix_targets
 from mixbench.registry import METHODS
 
@@ -75,6 +75,8 @@ def align_and_mix(h: torch.Tensor, perm: torch.Tensor, lam: float, direction: in
 
 @METHODS.register("alignmix")
 class AlignMix(SampleMixer):
+    tasks = ("classification",)
+
     def __init__(self, *, num_classes: int, alpha: float = 2.0, prob: float = 1.0,
                  input_prob: float = 0.5, epsilon: float = 0.1, sinkhorn_iters: int = 100,
                  sinkhorn_tol: float | None = None):
@@ -91,9 +93,6 @@ class AlignMix(SampleMixer):
         self.input_prob, self.epsilon = float(input_prob), float(epsilon)
         self.sinkhorn_iters = int(sinkhorn_iters)
         self.sinkhorn_tol = None if sinkhorn_tol is None else float(sinkhorn_tol)
-
-    def setup(self, data, train_loader) -> None:
-        check_classification_task(data, "alignmix")
 
     def step(self, model: nn.Module, batch, loss_fn) -> StepOutput:
         x, labels = batch[0], batch[1]

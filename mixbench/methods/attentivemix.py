@@ -18,8 +18,7 @@ from torch.nn import functional as F
 
 from mixbench.errors import CheckpointError, ConfigError
 from mixbench.methods.base import MixResult, StepOutput, check_batch
-from mixbench.methods.model_access import (check_classification_task, require_image_classification,
-                                           spatial_feature_map)
+from mixbench.methods.model_access import require_image_classification, spatial_feature_map
 from mixbench.methods.sample_mixing import SampleMixer, mix_targets
 from mixbench.registry import BACKBONES, METHODS
 
@@ -63,6 +62,8 @@ def attentive_batch(x: torch.Tensor, y: torch.Tensor, attention: torch.Tensor,
 class AttentiveMix(SampleMixer):
     """Partner's top-k attended cells pasted in; see the module docstring."""
 
+    tasks = ("classification",)
+
     def __init__(self, *, num_classes: int, feature_ckpt: str | None = None,
                  top_k: int | None = 6, grid: int | None = None, alpha: float = 2.0,
                  prob: float = 1.0):
@@ -80,9 +81,6 @@ class AttentiveMix(SampleMixer):
         self.feature_ckpt, self.top_k, self.grid = str(feature_ckpt), top_k, grid
         self._source, self._checkpoint = read_feature_checkpoint(feature_ckpt)
         self._frozen: nn.Module | None = None
-
-    def setup(self, data, train_loader) -> None:
-        check_classification_task(data, "attentivemix")
 
     def frozen_network(self, x: torch.Tensor) -> nn.Module:
         """The checkpoint's backbone, built on first use (input channels from the batch),

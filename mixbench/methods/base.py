@@ -47,6 +47,11 @@ def check_batch(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> None:
 class Method:
     """Base class and the ERM baseline: no mixing."""
 
+    # The tasks the method is made for (the run's task checks it before anything runs), and
+    # what to suggest to a user who pairs it with another.
+    tasks: tuple[str, ...] = ("classification", "regression")
+    task_hint: str = ""
+
     def __init__(self, *, num_classes: int):
         if num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
@@ -60,8 +65,7 @@ class Method:
 
     def setup(self, data, train_loader) -> None:
         """Called once by the trainer before training with the DataBundle and the training
-        loader, for methods that need the whole training set (e.g. C-Mixup's label kernel)
-        or must reject a task they cannot handle."""
+        loader, for methods that need the whole training set (e.g. C-Mixup's label kernel)."""
 
     def targets(self, labels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """What the loss compares with: one-hot rows B×K for class indices, or the float

@@ -96,6 +96,11 @@ def sample_partners(keys: torch.Tensor, pool: torch.Tensor, bandwidth: float,
 class CMixup(Method):
     """Label-similarity mixup for regression; see the module docstring."""
 
+    tasks = ("regression",)
+    task_hint = ("C-Mixup pairs samples by label distance (dataset=rotated_digits, diabetes, "
+                 "airfoil, no2, exchange_rate, electricity); for classification use a method "
+                 "such as mixup")
+
     def __init__(self, *, num_classes: int, alpha: float = 2.0, bandwidth: float | None = None,
                  kernel: str = "label", scope: str = "global", mix_at: str = "input",
                  chunk_size: int = 8192):
@@ -121,12 +126,6 @@ class CMixup(Method):
 
     # --- set-up ---------------------------------------------------------------------------
     def setup(self, data, train_loader) -> None:
-        if data.task != "regression":
-            raise ConfigError(
-                f"C-Mixup (method=cmixup) pairs samples by label distance, which needs "
-                f"regression targets; dataset={data.name} is a {data.task} task. Use a "
-                f"regression dataset (dataset=rotated_digits, diabetes, airfoil, no2, "
-                f"exchange_rate, electricity) or a classification method such as mixup.")
         # Distances are taken in the targets' original units, where the paper's σ live.
         self._label_scale = torch.tensor(data.target_std or (1.0,), dtype=torch.float32)
         if self.scope == "global":

@@ -9,6 +9,7 @@ through ``model(...)`` so the wrappers see it; gradient-free reads of the backbo
 from __future__ import annotations
 
 import torch
+from timm.utils import unwrap_model
 from torch import nn
 
 from mixbench.errors import ConfigError
@@ -20,9 +21,7 @@ def plain_backbone(model: nn.Module, method: str, needs: str | None = None) -> n
     """The backbone inside DDP / torch.compile wrappers; if ``needs`` is given it must have
     that attribute (``forward_mixed``, ``feature_map``), which mixbench's own backbones have
     and ``backbone=timm`` has not."""
-    from mixbench.engine.trainer import unwrap  # here: the trainer imports mixbench.methods
-
-    backbone = unwrap(model)
+    backbone = unwrap_model(model)
     if needs is not None and not hasattr(backbone, needs):
         raise ConfigError(
             f"method={method} needs a backbone that exposes its stages ({needs}); "
@@ -49,9 +48,3 @@ def require_image_classification(x: torch.Tensor, labels: torch.Tensor, method: 
         raise ConfigError(f"method={method} is for classification (integer class labels); "
                           f"this dataset has regression targets")
 
-
-def check_classification_task(data, method: str) -> None:
-    """For ``Method.setup``: reject a regression dataset before training starts."""
-    if data.task != "classification":
-        raise ConfigError(f"method={method} is for classification, but dataset={data.name} is "
-                          f"a {data.task} task; use a classification dataset")

@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 from mixbench.errors import ConfigError
 from mixbench.methods.base import MixResult, StepOutput, check_batch
-from mixbench.methods.model_access import check_classification_task, require_image_classification
+from mixbench.methods.model_access import require_image_classification
 from mixbench.methods.sample_mixing import SampleMixer, mix_targets
 from mixbench.registry import METHODS
 
@@ -84,6 +84,8 @@ def puzzle_batch(x: torch.Tensor, y: torch.Tensor, saliency: torch.Tensor, lam: 
 class PuzzleMix(SampleMixer):
     """Saliency-guided block mixing with a greedy transport; see the module docstring."""
 
+    tasks = ("classification",)
+
     def __init__(self, *, num_classes: int, alpha: float = 1.0, prob: float = 1.0,
                  block_nums: list[int] = (2, 4, 8, 16), transport: bool = True,
                  clean_weight: float = 1.0):
@@ -96,9 +98,6 @@ class PuzzleMix(SampleMixer):
             raise ConfigError(f"method.clean_weight must be >= 0, got {clean_weight}")
         self.block_nums, self.transport = block_nums, bool(transport)
         self.clean_weight = float(clean_weight)
-
-    def setup(self, data, train_loader) -> None:
-        check_classification_task(data, "puzzlemix")
 
     def _draw_block_num(self, h: int, w: int) -> int:
         usable = [n for n in self.block_nums if h % n == 0 and w % n == 0]

@@ -21,14 +21,10 @@ from mixbench.registry import METHODS
 MODES = ("mrl", "mndcg")
 
 
-def require_classification(data, method: str) -> None:
-    if data.task != "classification":
-        raise ConfigError(f"method={method} is for classification; dataset={data.name} is a "
-                          f"{data.task} task")
-
-
 @METHODS.register("rankmixup")
 class RankMixup(Method):
+    tasks = ("classification",)
+
     def __init__(self, *, num_classes: int, mode: str = "mrl", weight: float = 0.1,
                  margin: float = 2.0, alpha: float = 2.0, num_mixed: int = 3):
         super().__init__(num_classes=num_classes)
@@ -43,9 +39,6 @@ class RankMixup(Method):
         self.mode, self.weight, self.margin = mode, float(weight), float(margin)
         self.num_mixed = num_mixed if mode == "mndcg" else 1
         self.mixer = Mixup(num_classes=num_classes, alpha=alpha)  # validates alpha
-
-    def setup(self, data, train_loader) -> None:
-        require_classification(data, "rankmixup")
 
     def step(self, model, batch, loss_fn) -> StepOutput:
         x, labels = batch[0], batch[1]

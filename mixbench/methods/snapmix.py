@@ -20,8 +20,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from mixbench.methods.base import MixResult, StepOutput, check_batch
-from mixbench.methods.model_access import (check_classification_task, plain_backbone,
-                                           require_image_classification, spatial_feature_map)
+from mixbench.methods.model_access import (plain_backbone, require_image_classification,
+                                           spatial_feature_map)
 from mixbench.methods.sample_mixing import SampleMixer, box_bounds
 from mixbench.registry import METHODS
 
@@ -71,11 +71,10 @@ def snapmix_batch(x: torch.Tensor, y: torch.Tensor, cams: torch.Tensor, lam_targ
 class SnapMix(SampleMixer):
     """CAM-weighted cutmix labels; see the module docstring. One box pair per batch."""
 
+    tasks = ("classification",)
+
     def __init__(self, *, num_classes: int, alpha: float = 5.0, prob: float = 1.0):
         super().__init__(num_classes=num_classes, alpha=alpha, prob=prob)
-
-    def setup(self, data, train_loader) -> None:
-        check_classification_task(data, "snapmix")
 
     def step(self, model: nn.Module, batch, loss_fn) -> StepOutput:
         x, labels = batch[0], batch[1]

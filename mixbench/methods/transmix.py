@@ -20,8 +20,7 @@ from torch.nn import functional as F
 
 from mixbench.errors import ConfigError
 from mixbench.methods.base import Method, StepOutput, check_batch
-from mixbench.methods.model_access import (check_classification_task, plain_backbone,
-                                           require_image_classification)
+from mixbench.methods.model_access import plain_backbone, require_image_classification
 from mixbench.methods.sample_mixing import box_bounds, mix_targets
 from mixbench.registry import METHODS
 
@@ -62,6 +61,8 @@ def attention_label_weight(attention: torch.Tensor, box_mask: torch.Tensor, area
 
 @METHODS.register("transmix")
 class TransMix(Method):
+    tasks = ("classification",)
+
     def __init__(self, *, num_classes: int, mixup_alpha: float = 0.8, cutmix_alpha: float = 1.0,
                  switch_prob: float = 0.5, prob: float = 1.0, attention_share: float = 0.5):
         super().__init__(num_classes=num_classes)
@@ -75,9 +76,6 @@ class TransMix(Method):
         self.mixup_alpha, self.cutmix_alpha = float(mixup_alpha), float(cutmix_alpha)
         self.switch_prob, self.prob = float(switch_prob), float(prob)
         self.attention_share = float(attention_share)
-
-    def setup(self, data, train_loader) -> None:
-        check_classification_task(data, "transmix")
 
     @staticmethod
     def _beta(alpha: float) -> float:

@@ -79,7 +79,7 @@ def _group_label(keys: tuple, group_by: list[str], constant: set[str]) -> str:
 
 
 def _reliability_grid(runs: pd.DataFrame, group_by: list[str]) -> str:
-    runs = runs[runs["reliability"].notna()]
+    runs = runs[runs["reliability"].notna()] if "reliability" in runs else runs.iloc[:0]
     if runs.empty:
         return ""
     constant = {c for c in group_by if runs[c].nunique(dropna=False) == 1}
@@ -115,7 +115,7 @@ def _accuracy_vs_ece(summary: pd.DataFrame, group_by: list[str]) -> str:
 
 
 def _accuracy_vs_epochs(summary: pd.DataFrame, group_by: list[str]) -> str:
-    if "epochs" not in group_by:
+    if "epochs" not in group_by or "top1" not in summary:
         return ""
     others = [g for g in group_by if g != "epochs"]
     lines = [(keys, g.sort_values("epochs")) for keys, g in summary.groupby(others, dropna=False)
@@ -142,7 +142,7 @@ def _run_list(title: str, items: list[str]) -> str:
 
 def render_html(sections: list[tuple[str, pd.DataFrame, pd.DataFrame, list, list[str]]],
                 table: RunTable, source: str) -> str:
-    """``sections``: (title, runs, summary, columns, group_by) per task table."""
+    """``sections``: (title, runs, summary, columns, group_by) per protocol and task."""
     body = [f"<h1>mixbench leaderboard</h1><p class=\"caption\">{len(table.completed)} completed "
             f"runs under {html.escape(source)}, generated {datetime.now():%Y-%m-%d %H:%M}. "
             f"Mean ± std over seeds; ↑ higher / ↓ lower is better; best in bold; click a "
@@ -150,9 +150,9 @@ def render_html(sections: list[tuple[str, pd.DataFrame, pd.DataFrame, list, list
     for title, runs, summary, columns, group_by in sections:
         body.append(f"<h2>{html.escape(title)}</h2>")
         body.append(_table_html(summary, columns, group_by))
-        if title.startswith("classification"):
-            body += [_reliability_grid(runs, group_by), _accuracy_vs_ece(summary, group_by),
-                     _accuracy_vs_epochs(summary, group_by)]
+        # each figure draws only where its numbers exist (calibration: classification)
+        body += [_reliability_grid(runs, group_by), _accuracy_vs_ece(summary, group_by),
+                 _accuracy_vs_epochs(summary, group_by)]
     body.append(_run_list("Not completed (not averaged)",
                           [f"{r.status}: {r.run_dir}" for r in table.incomplete.itertuples()]))
     body.append(_run_list("Unreadable results (skipped)",

@@ -1,6 +1,7 @@
 """From run folders to tables: load every results.json under a folder into a pandas
 DataFrame (one row per run), then aggregate seeds (mean ± std, n) per dataset × backbone ×
-method × loss × epochs. Nothing here is hand-written: every number comes from a run file."""
+method × loss × epochs, in one table per protocol and task with that task's columns. Nothing
+here is hand-written: every number comes from a run file."""
 from __future__ import annotations
 
 import json
@@ -10,63 +11,29 @@ from pathlib import Path
 
 import pandas as pd
 
+from mixbench import tasks  # noqa: F401  (registration: each task's columns)
+from mixbench.config import experiment_config
+from mixbench.registry import TASKS
+from mixbench.results.columns import Column
 from mixbench.results.io import RESULTS_NAME
 
 log = logging.getLogger(__name__)
 
 IDENTITY = ["dataset", "backbone", "method", "loss", "epochs"]
-# Config keys that say how a run was executed, not what was trained: ignored when deciding
-# whether two runs are duplicates.
-EXECUTION_KEYS = ("trainer.resume", "trainer.progress", "trainer.device", "trainer.devices",
-                  "trainer.num_workers", "trainer.log_every", "trainer.eval_batch_size",
-                  "dataset.root", "dataset.download", "logger")
+# Every table is one protocol and one task: rows of different shapes are never ranked together.
+SECTION = ["protocol", "task"]
 # Published tables name the no-mixing baseline differently.
 METHOD_ALIASES = {"vanilla": "erm", "baseline": "erm"}
 
 
-@dataclass(frozen=True)
-class Column:
-    key: str
-    header: str
-    scale: float = 1.0
-    higher_is_better: bool | None = None  # None: not ranked (e.g. temperature, time)
-    decimals: int = 3
-
-    @property
-    def title(self) -> str:
-        arrow = {True: " ↑", False: " ↓", None: ""}[self.higher_is_better]
-        return self.header + arrow
+def columns_for(task: str) -> list[Column]:
+    return list(TASKS.get(task).columns)
 
 
-CLASSIFICATION_COLUMNS = [
-    Column("top1", "top-1 %", 100, True, 2),
-    Column("top5", "top-5 %", 100, True, 2),
-    Column("nll", "NLL", 1, False, 3),
-    Column("brier", "Brier", 1, False, 3),
-    Column("ece", "ECE %", 100, False, 2),
-    Column("aece", "aECE %", 100, False, 2),
-    Column("mce", "MCE %", 100, False, 2),
-    Column("ts_ece", "ECE after TS %", 100, False, 2),
-    # the rest of the temperature-scaling study's numbers (experiment=ts_limits)
-    Column("ts_nll", "NLL after TS", 1, False, 3),
-    Column("ts_aece", "aECE after TS %", 100, False, 2),
-    Column("ts_mce", "MCE after TS %", 100, False, 2),
-    Column("temperature", "T", 1, None, 2),
-    Column("train_s", "train s", 1, None, 1),
-    Column("samples_per_s", "samples/s", 1, None, 0),
-]
-REGRESSION_COLUMNS = [
-    Column("rmse", "RMSE", 1, False, 4),
-    Column("mae", "MAE", 1, False, 4),
-    Column("mape", "MAPE %", 100, False, 2),
-    Column("r2", "R²", 1, True, 4),
-    Column("train_s", "train s", 1, None, 1),
-    Column("samples_per_s", "samples/s", 1, None, 0),
-]
-COLUMNS = {"classification": CLASSIFICATION_COLUMNS, "regression": REGRESSION_COLUMNS}
-# What fits a terminal: the columns printed by tools/leaderboard.py (files get them all).
-CONSOLE_KEYS = {"classification": ("top1", "ece", "nll", "ts_ece", "temperature"),
-                "regression": ("rmse", "mae", "mape")}
+def console_columns(task: str) -> list[Column]:
+    """What fits a terminal: the columns tools/leaderboard.py prints (files get them all)."""
+    keys = TASKS.get(task).console_keys
+    return [c for c in columns_for(task) if c.key in keys]
 
 
 @dataclass
@@ -83,16 +50,6 @@ class RunTable:
         return self.completed[self.completed.duplicated("config_key", keep=False)]
 
 
-def _without_execution_keys(config: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in config.items():
-        path = f"{prefix}{key}"
-        if path in EXECUTION_KEYS:
-            continue
-        out[key] = _without_execution_keys(value, path + ".") if isinstance(value, dict) else value
-    return out
-
-
 def _row(path: Path, results: dict) -> dict:
     cfg = results.get("config") or {}
     test, ts = results.get("test") or {}, results.get("test_ts") or {}
@@ -100,6 +57,7 @@ def _row(path: Path, results: dict) -> dict:
     tops = [r["test_top1"] for r in results.get("history") or [] if r.get("test_top1") is not None]
     return {
         "run_dir": str(path.parent),
+        "protocol": results.get("protocol", "standard"),  # runs written before protocols
         "task": results.get("task", "classification"),
         "dataset": cfg["dataset"]["name"],
         "backbone": cfg["backbone"]["name"],
@@ -118,7 +76,7 @@ def _row(path: Path, results: dict) -> dict:
         # OpenMixup's reported metric: the median test top-1 of the last 10 epochs.
         "last10_median_top1": float(pd.Series(tops[-10:]).median()) if tops else None,
         "reliability": results.get("reliability"),
-        "config_key": json.dumps(_without_execution_keys(cfg), sort_keys=True),
+        "config_key": json.dumps(experiment_config(cfg), sort_keys=True),
     }
 
 
@@ -132,7 +90,7 @@ def load_runs(root: str | Path) -> RunTable:
             unreadable.append((str(path), f"{type(err).__name__}: {err}"))
             log.warning("skipping unreadable %s (%s)", path, err)
     if not rows:
-        empty = pd.DataFrame(columns=["run_dir", "task", "status", "seed", *IDENTITY])
+        empty = pd.DataFrame(columns=["run_dir", *SECTION, "status", "seed", *IDENTITY])
         return RunTable(empty, empty.copy(), unreadable)
     frame = pd.DataFrame(rows)
     done = frame["status"] == "completed"
@@ -150,7 +108,7 @@ def filter_runs(runs: pd.DataFrame, filters: dict[str, str]) -> pd.DataFrame:
     return runs
 
 
-def summarize(runs: pd.DataFrame, columns: list[Column] = CLASSIFICATION_COLUMNS,
+def summarize(runs: pd.DataFrame, columns: list[Column],
               group_by: list[str] | None = None) -> pd.DataFrame:
     """One row per group: ``KEY`` (mean over seeds), ``KEY_std`` (population std) and
     ``seeds``, sorted best-first by the first column."""
@@ -186,14 +144,14 @@ def attach_reference(summary: pd.DataFrame, reference: pd.DataFrame,
     return merged
 
 
-def to_markdown(summary: pd.DataFrame, columns: list[Column] = CLASSIFICATION_COLUMNS,
+def to_markdown(summary: pd.DataFrame, columns: list[Column],
                 group_by: list[str] | None = None) -> str:
     """mean ± std per column, the best of each ranked column in bold. Identity columns that
     are the same on every row move to a caption line above the table."""
     return render_table(summary, columns, group_by).to_markdown(index=False)
 
 
-def render_table(summary: pd.DataFrame, columns: list[Column] = CLASSIFICATION_COLUMNS,
+def render_table(summary: pd.DataFrame, columns: list[Column],
                  group_by: list[str] | None = None, bold=("**", "**")) -> "RenderedTable":
     group_by = group_by or IDENTITY
     constant = [c for c in group_by

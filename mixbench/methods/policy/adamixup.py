@@ -31,7 +31,6 @@ from torch.nn import functional as F
 
 from mixbench.errors import ConfigError
 from mixbench.methods.base import StepOutput, check_batch
-from mixbench.methods.model_access import check_classification_task
 from mixbench.methods.policy.ema import cosine_lr
 from mixbench.methods.policy.learned import LearnedPolicy, PolicyPreview, leaf_copies
 from mixbench.registry import METHODS
@@ -95,9 +94,6 @@ class AdaMixUp(LearnedPolicy):
         self.policy_lr, self.policy_min_lr = float(policy_lr), float(policy_min_lr)
         self.policy_momentum = float(policy_momentum)
         self.policy_weight_decay = float(policy_weight_decay)
-
-    def setup(self, data, train_loader) -> None:
-        check_classification_task(data, self.name)
 
     def build_parts(self, backbone, x):
         if not hasattr(backbone, "forward_features"):

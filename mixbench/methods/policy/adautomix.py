@@ -27,7 +27,6 @@ from torch.nn import functional as F
 
 from mixbench.errors import ConfigError
 from mixbench.methods.base import StepOutput
-from mixbench.methods.model_access import check_classification_task
 from mixbench.methods.policy.adaptive_mask import (AdaptiveMaskGenerator, mix_source_targets,
                                                    mix_sources)
 from mixbench.methods.policy.ema import cosine_lr, cosine_momentum, ema_copy
@@ -74,9 +73,6 @@ class AdAutoMix(LearnedPolicy):
         self.generator_weight_decay = float(generator_weight_decay)
         self._beta = torch.distributions.Beta(torch.tensor(self.alpha), torch.tensor(self.alpha))
         self.generator_steps = 0  # decides which generator step is adversarial
-
-    def setup(self, data, train_loader) -> None:
-        check_classification_task(data, self.name)
 
     # --- the parts ----------------------------------------------------------------------
     def build_parts(self, backbone, x):

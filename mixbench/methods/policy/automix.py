@@ -24,7 +24,6 @@ from torch import nn
 
 from mixbench.errors import ConfigError
 from mixbench.methods.base import StepOutput
-from mixbench.methods.model_access import check_classification_task
 from mixbench.methods.policy.ema import cosine_lr, cosine_momentum, ema_copy
 from mixbench.methods.policy.features import feature_channels, frozen_features
 from mixbench.methods.policy.learned import (LearnedPolicy, PolicyPreview,
@@ -66,9 +65,6 @@ class AutoMix(LearnedPolicy):
         self.mix_block_momentum = float(mix_block_momentum)
         self.mix_block_weight_decay = float(mix_block_weight_decay)
         self._beta = torch.distributions.Beta(torch.tensor(self.alpha), torch.tensor(self.alpha))
-
-    def setup(self, data, train_loader) -> None:
-        check_classification_task(data, self.name)
 
     # --- the parts ----------------------------------------------------------------------
     def build_parts(self, backbone, x):

@@ -105,6 +105,7 @@ class LearnedPolicy(Method):
     ``build_parts`` and ``build_optimizers``, and call ``ensure_built`` first in ``step``."""
 
     name = "learned_policy"
+    tasks = ("classification",)
     needs = "stages"
 
     def __init__(self, *, num_classes: int):

@@ -1,14 +1,15 @@
 """Figures of a trained run's learned policy: its sources, masks and mixed samples.
 
-``preview_run`` rebuilds a run from its ``last.pt`` as ``evaluate_run`` does (config →
-components → classifier weights), restores the method's own state (generator, EMA copy) and
-applies the learned policy to the first test images; ``save_preview_grid`` draws it."""
+``preview_run`` opens a run with ``load_run`` (config → components → classifier weights),
+restores the method's own state (generator, EMA copy) and applies the learned policy to the
+first test images; ``save_preview_grid`` draws it."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
 
+from mixbench.engine.load import load_run
 from mixbench.errors import ConfigError
 from mixbench.methods.policy.learned import LearnedPolicy, PolicyPreview
 from mixbench.registry import METHODS
@@ -23,28 +24,17 @@ def preview_run(run_dir: str | Path, n: int = 8, device: str = "cpu",
                 seed: int = 0) -> tuple[PolicyPreview, str]:
     """The learned policy of the run in ``run_dir`` applied to its first ``n`` test images
     (λ and pairings drawn with ``seed``); also returns the method's name."""
-    from omegaconf import OmegaConf  # the engine imports mixbench.methods: import it here
-
-    from mixbench.data import make_loader
-    from mixbench.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_model
-    from mixbench.engine.trainer import build_components
-
-    path = Path(run_dir) / CHECKPOINT_NAME
-    state = load_checkpoint(path)
-    cfg = OmegaConf.create(state["config"])
-    name = (cfg.get("method") or {}).get("name", "erm")
+    run = load_run(run_dir, device)
+    name = run.cfg.method.name
     if name not in learned_policy_names():
         raise ConfigError(f"{run_dir} was trained with method={name}, which has no learned "
                           f"mixing policy to show; the methods with one are "
                           f"{', '.join(learned_policy_names())}")
-    parts = build_components(cfg, torch.device(device))
-    restore_model(parts.model, state["model"], path)
-    parts.model.eval()
-    parts.method.load_state_dict(state["method"])
-    loader = make_loader(parts.data, "test", n, train=False, device=device)
-    x = next(iter(loader))[0][:n]
+    run.parts.model.eval()
+    run.parts.method.load_state_dict(run.state["method"])
+    x = next(iter(run.loader("test", n)))[0][:n]
     torch.manual_seed(seed)
-    return parts.method.preview(parts.model, x), name
+    return run.parts.method.preview(run.parts.model, x), name
 
 
 def _for_display(images: torch.Tensor):

@@ -1,0 +1,78 @@
+"""The standard protocol: fit on a dataset's training split for ``trainer.epochs``, then
+evaluate once on val and test. What every mixbench run was before protocols existed, and the
+default."""
+from __future__ import annotations
+
+import logging
+import time
+
+from mixbench.components import build_components
+from mixbench.data import make_loader
+from mixbench.data.label_noise import LABEL_NOISE_NAME
+from mixbench.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from mixbench.engine.context import RunContext
+from mixbench.engine.fit import FitState, Training, fit, fit_state
+from mixbench.engine.load import init_from_run
+from mixbench.config import check_same_experiment
+from mixbench.engine.seeding import seed_everything
+from mixbench.protocols.base import Protocol
+from mixbench.registry import PROTOCOLS
+from mixbench.results.record import completed_record
+
+log = logging.getLogger(__name__)
+
+
+@PROTOCOLS.register("standard")
+class Standard(Protocol):
+    name = "standard"
+
+    def __call__(self, ctx: RunContext) -> dict:
+        cfg, t, info = ctx.cfg, ctx.cfg.trainer, ctx.info
+        seed_everything(cfg.seed)  # the same on every rank: same init, same shuffling
+        parts = build_components(cfg, ctx.device)
+        data = parts.data
+        train_loader = make_loader(data, "train", t.batch_size, train=True, device=ctx.device,
+                                   num_workers=t.num_workers, shard=info, seed=cfg.seed)
+        val_loader, test_loader = (
+            make_loader(data, split, t.eval_batch_size, train=False, device=ctx.device,
+                        num_workers=t.num_workers, shard=info) for split in ("val", "test"))
+        parts.method.setup(data, train_loader)
+        training = Training.build(ctx, parts, len(train_loader), t.epochs)
+
+        checkpoint = ctx.run_dir / CHECKPOINT_NAME
+        state = FitState()
+        if checkpoint.exists():
+            saved = load_checkpoint(checkpoint)
+            check_same_experiment(saved["config"], ctx.config, checkpoint)
+            training.load_state_dict(saved, checkpoint)
+            state = fit_state(saved)
+            log.info("resuming %s from epoch %d/%d", ctx.run_dir, state.epoch, t.epochs)
+        elif t.init_from:
+            init_from_run(parts.model, t.init_from)
+        elif t.resume:
+            log.info("trainer.resume=true but %s has no checkpoint: starting from scratch",
+                     ctx.run_dir)
+        training.wrap(ctx)
+
+        ctx.write_results(task=parts.task.name)
+        if data.label_noise is not None:  # the training labels dataset.label_noise changed
+            ctx.write_json(LABEL_NOISE_NAME, data.label_noise)
+        log.info("run %s: %s on %s, method %s, %d epochs on %s%s", ctx.run_dir,
+                 cfg.backbone.name, cfg.dataset.name, parts.method, t.epochs, ctx.device,
+                 f" × {info.world_size} processes" if info.enabled else "")
+        state = fit(ctx, training, parts.task, train_loader, test_loader, epochs=t.epochs,
+                    seed=cfg.seed, state=state, checkpoint=checkpoint,
+                    extra_state=lambda: {"processes": info.world_size})
+
+        start = time.perf_counter()
+        figure = ctx.run_dir / "reliability.png"
+        metrics = parts.task.evaluate(parts.model, val_loader, test_loader, ctx.device,
+                                      n_bins=cfg.eval.n_bins, autocast=ctx.autocast,
+                                      figure_path=figure if ctx.main else None, info=info)
+        ctx.record = completed_record(ctx.record, metrics=metrics, history=state.history,
+                                      train_s=state.train_s,
+                                      eval_s=time.perf_counter() - start,
+                                      processes=info.world_size)
+        results = ctx.write_results()
+        ctx.logger.log_results(results, figure if figure.exists() else None)
+        return results
