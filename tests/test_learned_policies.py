@@ -23,9 +23,9 @@ from mixbench.tasks import task_for
 from mixbench.methods.policy.adaptive_mask import mix_source_targets, mix_sources
 from mixbench.methods.policy.ema import cosine_momentum, ema_update_
 from mixbench.methods.policy.learned import average_across_ranks
-from mixbench.methods.policy.mixblock import (mask_loss, mask_variance, mix_with_mask,
-                                              rescale_lambda)
+from mixbench.methods.policy.mixblock import mask_loss, mask_variance, rescale_lambda
 from mixbench.methods.policy.samix import eta_balanced_cross_entropy
+from mixbench.methods.sample_mixing import mix_pairs
 from mixbench.methods.policy.preview import preview_run
 from mixbench.components import BACKBONES, LOSSES, METHODS
 
@@ -111,7 +111,7 @@ def mix_block_share(name):
 
 def test_automix_masks_are_shares_of_the_partner():
     _, x, perm, share = mix_block_share("automix")
-    mixed = mix_with_mask(x, perm, share)
+    mixed = mix_pairs(x, perm, share, of="partner")
     torch.testing.assert_close(mixed, x + share * (x[perm] - x))
     # the L1 mask loss is zero inside the margin and grows with the distance outside it
     assert mask_loss(torch.full((2, 1, 4, 4), 0.7), 0.35, margin=0.1) == 0

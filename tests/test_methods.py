@@ -9,6 +9,7 @@ from conftest import HostToDeviceCopies
 from mixbench.errors import ConfigError
 from mixbench.losses import SoftTargetCrossEntropy
 from mixbench.components import METHODS
+from mixbench.methods.sample_mixing import mix_pairs
 
 B, C, H, W = 16, 3, 8, 10
 MIXERS = ["mixup", "cutmix", "mixup_cutmix", "fmix", "gridmix", "smoothmix", "resizemix",
@@ -530,3 +531,37 @@ def test_new_mixers_train_one_epoch_on_digits(cfg_factory, tmp_path, name, extra
     assert results["status"] == "completed"
     assert results["config"]["method"]["name"] == name
     assert 0.0 <= results["test"]["top1"] <= 1.0
+
+
+def test_mix_pairs_is_the_one_pairwise_mix():
+    x = torch.randn(4, 3, 5, 5)
+    before = x.clone()
+    perm = torch.tensor([2, 0, 3, 1])
+    partner = x[perm]
+    lam = torch.tensor([0.0, 0.25, 0.5, 1.0])
+    mask = torch.rand(4, 1, 5, 5)
+    torch.testing.assert_close(mix_pairs(x, perm, 0.3), 0.3 * x + 0.7 * partner)
+    torch.testing.assert_close(mix_pairs(x, perm, lam), lam.view(4, 1, 1, 1) * x +
+                               (1 - lam.view(4, 1, 1, 1)) * partner)
+    torch.testing.assert_close(mix_pairs(x, perm, mask, of="partner"),
+                               (1 - mask) * x + mask * partner)
+    # weights of exactly 1 and 0 keep one of the two values exactly
+    by_sample = mix_pairs(x, perm, lam)
+    assert torch.equal(by_sample[0], partner[0]) and torch.equal(by_sample[3], x[3])
+    assert torch.equal(x, before)  # inputs are never modified
+    hidden = torch.randn(4, 7)  # a hidden state of another rank, per-sample weights
+    torch.testing.assert_close(mix_pairs(hidden, perm, lam),
+                               lam[:, None] * hidden + (1 - lam[:, None]) * hidden[perm])
+    with pytest.raises(ValueError, match="of must be"):
+        mix_pairs(x, perm, 0.5, of="both")
+
+
+def test_mix_pairs_passes_gradients_to_the_inputs_and_a_learned_mask():
+    x = torch.randn(4, 1, 3, 3, requires_grad=True)
+    share = torch.full((4, 1, 3, 3), 0.25, requires_grad=True)
+    perm = torch.tensor([1, 0, 3, 2])
+    mix_pairs(x, perm, share, of="partner").sum().backward()
+    torch.testing.assert_close(share.grad, (x[perm] - x).detach())
+    torch.testing.assert_close(x.grad, torch.ones_like(x))  # 0.75 own + 0.25 as a partner
+    with torch.no_grad():  # no graph needed: written into the partner copy
+        assert not mix_pairs(x, perm, share, of="partner").requires_grad

@@ -20,9 +20,8 @@ from torch import nn
 
 from mixbench.errors import ConfigError
 from mixbench.methods.base import StepOutput
-from mixbench.methods.manifold import lerp_rows
 from mixbench.methods.model_access import plain_backbone
-from mixbench.methods.sample_mixing import SampleMixer, mix_targets
+from mixbench.methods.sample_mixing import SampleMixer, mix_pairs, mix_targets
 from mixbench.registry import METHODS
 
 
@@ -106,7 +105,7 @@ class AlignMix(SampleMixer):
             return StepOutput(loss_fn(logits, y), logits, {"lam": 1.0})
         perm = torch.randperm(len(x), device=x.device)
         if at_input:
-            logits = model(x, mix=lambda h: lerp_rows(h, perm, lam), mix_layer=0)
+            logits = model(x, mix=lambda h: mix_pairs(h, perm, lam), mix_layer=0)
         else:
             logits = model(x, mix=lambda h: align_and_mix(h, perm, lam, direction, self.epsilon,
                                                          self.sinkhorn_iters, self.sinkhorn_tol),

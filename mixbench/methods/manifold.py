@@ -11,16 +11,8 @@ from torch import nn
 from mixbench.errors import ConfigError
 from mixbench.methods.base import StepOutput
 from mixbench.methods.model_access import plain_backbone
-from mixbench.methods.sample_mixing import SampleMixer, mix_targets
+from mixbench.methods.sample_mixing import SampleMixer, mix_pairs, mix_targets
 from mixbench.registry import METHODS
-
-
-def lerp_rows(h: torch.Tensor, perm: torch.Tensor, lam: float | torch.Tensor) -> torch.Tensor:
-    """λ·h + (1-λ)·h[perm] for a hidden state of any rank, λ a float or a B-vector."""
-    if isinstance(lam, float):
-        return torch.lerp(h[perm], h, lam)
-    weight = lam.to(h.device, h.dtype).view(-1, *([1] * (h.dim() - 1)))
-    return torch.lerp(h[perm], h, weight)
 
 
 @METHODS.register("manifoldmix")
@@ -50,7 +42,7 @@ class ManifoldMix(SampleMixer):
             logits = model(x)
             return StepOutput(loss_fn(logits, y), logits, {"lam": 1.0, "layer": layer})
         perm = torch.randperm(len(x), device=x.device)
-        logits = model(x, mix=lambda h: lerp_rows(h, perm, lam), mix_layer=layer)
+        logits = model(x, mix=lambda h: mix_pairs(h, perm, lam), mix_layer=layer)
         return StepOutput(loss_fn(logits, mix_targets(y, perm, lam)), logits,
                           {"lam": lam, "layer": layer})
 

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from mixbench.errors import ConfigError
-from mixbench.methods.sample_mixing import (SampleMixer, blend, box_area_lam, box_bounds,
-                                            box_halves, box_keep_weight, host_to, paste)
+from mixbench.methods.sample_mixing import (SampleMixer, box_area_lam, box_bounds, box_halves,
+                                            box_keep_weight, host_to, mix_pairs)
 from mixbench.registry import METHODS
 
 
@@ -38,9 +38,9 @@ class MaskMixer(SampleMixer):
         h, w = x.shape[-2:]
         if isinstance(lam, float):
             mask, lam_used = self.batch_mask(lam, h, w)
-            return blend(x, perm, host_to(mask, x)), lam_used
+            return mix_pairs(x, perm, host_to(mask, x)), lam_used
         mask = self.make_mask(lam, h, w)
-        return blend(x, perm, mask[:, None].to(x.dtype)), mask.mean((1, 2))
+        return mix_pairs(x, perm, mask[:, None].to(x.dtype)), mask.mean((1, 2))
 
 
 def keep_top_fraction(scores: torch.Tensor, lam: torch.Tensor,
@@ -189,7 +189,8 @@ class SmoothMix(MaskMixer):
         # mean from the two profiles' means (no reduction over n×H×W).
         along_y, along_x = self.partner_profiles(lam, *x.shape[-2:])
         weight = torch.mul(along_y[:, None, :, None], along_x[:, None, None, :])
-        return paste(x, perm, weight.to(x.dtype)), 1.0 - along_y.mean(1) * along_x.mean(1)
+        lam_used = 1.0 - along_y.mean(1) * along_x.mean(1)
+        return mix_pairs(x, perm, weight.to(x.dtype), of="partner"), lam_used
 
     def batch_mask(self, lam, height, width):
         # One blob: the same with Python floats for σ and the centre, and the mask mean from
@@ -358,4 +359,4 @@ class SaliencyMix(SampleMixer):
             lam_used = 1.0 - 4 * half_h * half_w / (h * w)
         else:
             lam_used = box_area_lam(*box, h, w)
-        return blend(x, perm, keep[:, None]), lam_used
+        return mix_pairs(x, perm, keep[:, None]), lam_used

@@ -157,12 +157,30 @@ def mix_targets(y: torch.Tensor, perm: torch.Tensor, lam: Lam) -> torch.Tensor:
     return y.index_select(0, perm).lerp_(y, weight)
 
 
-def blend(x: torch.Tensor, perm: torch.Tensor, weight: float | torch.Tensor) -> torch.Tensor:
-    """weight·x + (1-weight)·x[perm] with ``weight`` a float or a tensor broadcasting to x.
-    Weight 1 keeps x's value exactly, 0 takes the partner's exactly (torch.lerp). The only new
-    buffer is the partner batch, blended in place. (index_select copies whole rows: several
-    times faster on the CPU than x[perm]'s element-wise gather.)"""
-    return x.index_select(0, perm).lerp_(x, weight)
+def mix_pairs(x: torch.Tensor, perm: torch.Tensor, weight: float | torch.Tensor, *,
+              of: str = "x") -> torch.Tensor:
+    """Every sample mixed with its partner ``x[perm]``: weight·x + (1-weight)·x[perm], the
+    one pairwise mix every method uses (inputs, hidden states, learned masks). ``weight`` is a
+    float, a B-vector (one per sample, for x of any rank) or a tensor broadcasting to x; with
+    ``of="partner"`` it is the partner's share instead, (1-weight)·x + weight·x[perm] (masks
+    of pasted pixels, without a ``1 - mask`` pass).
+
+    torch.lerp keeps a value exactly at weight 0 or 1. The partner copy (index_select copies
+    whole rows: faster on the CPU than x[perm]'s element-wise gather) is the only new buffer:
+    the mix is written into it, except where autograd needs a fresh output (``out=`` is not
+    recorded)."""
+    if isinstance(weight, torch.Tensor) and weight.dim() == 1 and x.dim() > 1:
+        weight = per_sample(weight, x)
+    partner = x.index_select(0, perm)
+    if of == "x":
+        return partner.lerp_(x, weight)
+    if of != "partner":
+        raise ValueError(f"of must be 'x' or 'partner', got {of!r}")
+    needs_graph = torch.is_grad_enabled() and (
+        x.requires_grad or (isinstance(weight, torch.Tensor) and weight.requires_grad))
+    if needs_graph:
+        return torch.lerp(x, partner, weight)
+    return torch.lerp(x, partner, weight, out=partner)
 
 
 def host_to(tensor: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -238,7 +256,7 @@ def box_area_lam(top, bottom, left, right, height: int, width: int) -> Lam:
 
 
 def mixup_inputs(x: torch.Tensor, perm: torch.Tensor, lam: Lam) -> tuple[torch.Tensor, Lam]:
-    return blend(x, perm, lam if isinstance(lam, float) else per_sample(lam, x)), lam
+    return mix_pairs(x, perm, lam), lam
 
 
 @functools.lru_cache(maxsize=16)
@@ -280,16 +298,6 @@ def cutmix_paste_weight(lam: torch.Tensor, height: int, width: int):
     return weight, torch.rsub(extents.prod(1), 1.0, alpha=1.0 / (height * width))
 
 
-def paste(x: torch.Tensor, perm: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """(1-weight)·x + weight·x[perm]: ``blend`` with the partner's weight (for masks of the
-    pasted pixels), written into the partner copy (a new buffer where x needs gradients:
-    autograd does not record ``out=``)."""
-    partner = x.index_select(0, perm)
-    if x.requires_grad and torch.is_grad_enabled():
-        return torch.lerp(x, partner, weight)
-    return torch.lerp(x, partner, weight, out=partner)
-
-
 def cutmix_inputs(x: torch.Tensor, perm: torch.Tensor, lam: Lam) -> tuple[torch.Tensor, Lam]:
     h, w = x.shape[-2:]
     if isinstance(lam, float):  # one box for the batch: an H×W weight
@@ -298,9 +306,9 @@ def cutmix_inputs(x: torch.Tensor, perm: torch.Tensor, lam: Lam) -> tuple[torch.
         # (≈0.24 vs 0.32 ms for 256×3×32×32 on one CPU core), with the same values.
         keep = torch.ones(h, w, dtype=x.dtype, device=x.device)
         keep[top:bottom, left:right] = 0.0
-        return blend(x, perm, keep), box_area_lam(top, bottom, left, right, h, w)
+        return mix_pairs(x, perm, keep), box_area_lam(top, bottom, left, right, h, w)
     weight, lam_used = cutmix_paste_weight(lam, h, w)
-    return paste(x, perm, weight.to(x.dtype)), lam_used
+    return mix_pairs(x, perm, weight.to(x.dtype), of="partner"), lam_used
 
 
 @METHODS.register("mixup")
@@ -348,7 +356,7 @@ class MixupCutMix(SampleMixer):
         lam_mix = torch.where(use_cutmix, 1.0, lam)
         weight, lam_kept = cutmix_paste_weight(lam_cut, h, w)
         weight = weight.to(x.dtype).add_(per_sample(1.0 - lam_mix, x))
-        return paste(x, perm, weight), lam_kept * lam_mix
+        return mix_pairs(x, perm, weight, of="partner"), lam_kept * lam_mix
 
     def __repr__(self) -> str:
         return (super().__repr__()[:-1] + f", cutmix_alpha={self.cutmix_alpha}, "

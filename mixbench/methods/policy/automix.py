@@ -28,8 +28,8 @@ from mixbench.methods.policy.ema import cosine_lr, cosine_momentum, ema_copy
 from mixbench.methods.policy.features import feature_channels, frozen_features
 from mixbench.methods.policy.learned import (LearnedPolicy, PolicyPreview,
                                              check_mask_generator, check_policy_schedule)
-from mixbench.methods.policy.mixblock import PixelMixBlock, mask_loss, mix_with_mask
-from mixbench.methods.sample_mixing import mix_targets
+from mixbench.methods.policy.mixblock import PixelMixBlock, mask_loss
+from mixbench.methods.sample_mixing import mix_pairs, mix_targets
 from mixbench.registry import METHODS
 
 
@@ -110,7 +110,7 @@ class AutoMix(LearnedPolicy):
 
         block_loss = self.train_mix_block(x, y, lam_block, perm_block, loss_fn, features)
 
-        mixed, y_mixed = mix_with_mask(x, perm, share), mix_targets(y, perm, lam)
+        mixed, y_mixed = mix_pairs(x, perm, share, of="partner"), mix_targets(y, perm, lam)
         if self.clean_weight > 0:
             logits = model(torch.cat([x, mixed]))  # clean first: the trainer's accuracy
             loss = self.clean_weight * loss_fn(logits[:b], y) + loss_fn(logits[b:], y_mixed)
@@ -122,7 +122,7 @@ class AutoMix(LearnedPolicy):
     def train_mix_block(self, x, y, lam, perm, loss_fn, features=None) -> torch.Tensor:
         """One update of the Mix Block on the EMA copy's loss for its mixed batch."""
         share = self.masks(x, lam, perm, features)
-        logits = self.parts["ema"](mix_with_mask(x, perm, share))
+        logits = self.parts["ema"](mix_pairs(x, perm, share, of="partner"))
         loss = self.mix_block_objective(logits, mix_targets(y, perm, lam), share, lam, loss_fn)
         for group in self.optimizers["mix_block"].param_groups:
             group["lr"] = cosine_lr(self.mix_block_lr, self.mix_block_min_lr, self.progress)
@@ -140,9 +140,9 @@ class AutoMix(LearnedPolicy):
         perm = torch.randperm(len(x), device=x.device)
         with torch.no_grad():
             share = self.masks(x, lam, perm)
+        mixed = mix_pairs(x, perm, share, of="partner")
         return PolicyPreview(x, torch.stack([torch.arange(len(x), device=x.device), perm]),
-                             torch.cat([1 - share, share], 1), mix_with_mask(x, perm, share),
-                             [lam, 1 - lam])
+                             torch.cat([1 - share, share], 1), mixed, [lam, 1 - lam])
 
     def __repr__(self) -> str:
         return (f"AutoMix(alpha={self.alpha}, feature_layer={self.feature_layer}, "

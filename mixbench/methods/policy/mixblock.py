@@ -104,12 +104,6 @@ def rescale_lambda(lam: float, k: float) -> float:
     return (4 / 3 * lam ** 3 - 2 * lam ** 2 + (k + 1) * lam) / (k + 1 / 3)
 
 
-def mix_with_mask(x: torch.Tensor, perm: torch.Tensor, partner_share: torch.Tensor):
-    """(1 - m)·x + m·x[perm] with m the partner's share, B×1×H×W."""
-    m = partner_share.to(x.dtype)
-    return x * (1 - m) + x[perm] * m
-
-
 def mask_loss(partner_share: torch.Tensor, lam: float, margin: float) -> torch.Tensor:
     """AutoMix's L1 mask loss: the partner's mean share should be 1-λ, within ``margin``."""
     return (1 - partner_share.mean() - lam).abs().sub(margin).clamp_min(0)
