@@ -41,34 +41,37 @@ def check_alpha(key: str, value: float) -> float:
 
 
 class BetaSampler:
-    """Beta(α, α) as G₁/(G₁+G₂) with Gᵢ ~ Gamma(α): the same distribution as
-    ``torch.distributions.Beta`` from the same global RNG, at a third of its cost per call
-    (this runs every step). The gammas are float64 so that small α never gives 0/0.
-    Beta(1, 1) is the uniform distribution: for α = 1 (mixup's default) λ is drawn as one,
-    a tenth of the gammas' cost."""
+    """Beta(α, α) as G₁/(G₁+G₂) with Gᵢ ~ Gamma(α, 1) from ``torch.distributions`` (the
+    distribution of its ``Beta``, which draws per-sample pairs in another order), in float64
+    so that small α never gives 0/0. Beta(1, 1) is the uniform distribution: for α = 1
+    (mixup's default) λ is drawn as one."""
 
     def __init__(self, alpha: float):
         self.alpha = alpha
         self.uniform = alpha == 1.0
-        self._pair = torch.full((2,), alpha, dtype=torch.float64)
-        self._alphas: tuple | None = None
+        self._pair = self._gammas(torch.full((2,), alpha, dtype=torch.float64))
+        self._table: tuple | None = None  # (n, device) and the Gamma of a 2×n table
+
+    @staticmethod
+    def _gammas(concentration: torch.Tensor) -> torch.distributions.Gamma:
+        # no argument validation: it would read the device's values on the host every step
+        return torch.distributions.Gamma(concentration, torch.ones_like(concentration),
+                                         validate_args=False)
 
     def one(self) -> float:
         if self.uniform:
             return torch.rand((), dtype=torch.float64).item()
-        g1, g2 = torch._standard_gamma(self._pair).tolist()
+        g1, g2 = self._pair.sample().tolist()
         return g1 / (g1 + g2)
 
     def many(self, n: int, device: torch.device | str = "cpu") -> torch.Tensor:
         if self.uniform:
             return torch.rand(n, device=device)
-        # The 2×n float64 α the gammas are drawn with, kept for the last shape seen (the
-        # batch size rarely changes; never modified).
-        key = (n, torch.device(device))
-        if self._alphas is None or self._alphas[0] != key:
-            self._alphas = key, torch.full((2, n), self.alpha, dtype=torch.float64,
-                                           device=device)
-        g1, g2 = torch._standard_gamma(self._alphas[1])
+        key = (n, torch.device(device))  # the batch size rarely changes: build it once
+        if self._table is None or self._table[0] != key:
+            self._table = key, self._gammas(torch.full((2, n), self.alpha, dtype=torch.float64,
+                                                       device=device))
+        g1, g2 = self._table[1].sample()
         return g1.div_(g1 + g2).float()
 
 
