@@ -57,7 +57,7 @@ def main() -> None:
     quiet_malloc()
     import torch
 
-    from mixbench.losses import SoftTargetCrossEntropy
+    from mixbench.losses import CrossEntropy
     from mixbench.components import BACKBONES
 
     device = torch.device(args.device)
@@ -67,7 +67,7 @@ def main() -> None:
     model = BACKBONES.build(backbone_cfg, num_classes=args.classes,
                             in_channels=channels).to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    loss_fn = SoftTargetCrossEntropy()
+    loss_fn = CrossEntropy()
     x = torch.randn(args.batch, *args.shape, device=device)
     labels = torch.randint(0, args.classes, (args.batch,), device=device)
 

@@ -11,7 +11,7 @@ from mixbench.engine.checkpoint import save_checkpoint
 from mixbench.engine.load import evaluate_run
 from mixbench.engine.run import train
 from mixbench.errors import ConfigError
-from mixbench.losses import SoftTargetCrossEntropy
+from mixbench.losses import CrossEntropy
 from mixbench.losses.distill import distillation_kl
 from mixbench.losses.ranking import mixup_ndcg_loss, mixup_ranking_loss
 from mixbench.components import BACKBONES, METHODS
@@ -74,14 +74,14 @@ def test_rankmixup_step_is_clean_loss_plus_weighted_rank(mode):
     model = mlp()
     x, labels = torch.randn(8, 6), torch.randint(0, K, (8,))
     method = METHODS.build({"name": "rankmixup", "mode": mode, "weight": 0.0}, num_classes=K)
-    out = method.step(model, (x, labels), SoftTargetCrossEntropy())
+    out = method.step(model, (x, labels), CrossEntropy())
     assert out.logits.shape == (8, K)  # raw logits first: training accuracy is on them
-    clean = SoftTargetCrossEntropy()(model(x), labels)
+    clean = CrossEntropy()(model(x), labels)
     assert out.loss.item() == pytest.approx(clean.item(), rel=1e-5)
     assert len(out.info["lam"]) == (3 if mode == "mndcg" else 1)
     weighted = METHODS.build({"name": "rankmixup", "mode": mode, "weight": 1.0}, num_classes=K)
     torch.manual_seed(1)
-    out = weighted.step(model, (x, labels), SoftTargetCrossEntropy())
+    out = weighted.step(model, (x, labels), CrossEntropy())
     assert out.loss.item() == pytest.approx(clean.item() + out.info["rank_loss"].item(), rel=1e-5)
     out.loss.backward()
 
@@ -93,7 +93,7 @@ def test_mixkd_with_the_student_as_teacher_has_zero_kl():
                             "kl_weight": 1.0, "mix_fraction": 0.5}, num_classes=K)
     method.teacher = model
     x, labels = torch.randn(8, 6), torch.randint(0, K, (8,))
-    out = method.step(model, (x, labels), SoftTargetCrossEntropy())
+    out = method.step(model, (x, labels), CrossEntropy())
     assert out.info["kl"].item() == pytest.approx(0.0, abs=1e-6)
     assert out.loss.item() == pytest.approx(0.0, abs=1e-6)
     assert (out.info["lam"] < 1).sum() == 4  # exactly half the batch mixed
@@ -106,7 +106,7 @@ def test_mixkd_step_never_waits_for_the_device():
                            num_classes=K)
     method.teacher = model
     batch = (torch.empty(8, 6, device="meta"), torch.empty(8, dtype=torch.long, device="meta"))
-    steps_that_never_wait(method, model, batch, SoftTargetCrossEntropy())
+    steps_that_never_wait(method, model, batch, CrossEntropy())
 
 
 def test_mixkd_partial_mixup_fraction():

@@ -17,7 +17,7 @@ from conftest import FAST, make_cfg, steps_that_never_wait
 from mixbench.engine.checkpoint import save_checkpoint
 from mixbench.engine.run import train
 from mixbench.errors import ConfigError
-from mixbench.losses import SoftTargetCrossEntropy
+from mixbench.losses import CrossEntropy
 from mixbench.methods.alignmix import align_and_mix, logsumexp, sinkhorn_plan
 from mixbench.methods.attentivemix import attentive_batch
 from mixbench.methods.puzzlemix import puzzle_batch, to_blocks
@@ -71,7 +71,7 @@ class Recorder:
     """Soft CE that remembers what it was called with."""
 
     def __init__(self):
-        self.calls, self.ce = [], SoftTargetCrossEntropy()
+        self.calls, self.ce = [], CrossEntropy()
 
     def __call__(self, logits, targets):
         self.calls.append((logits.detach(), targets.detach()))
@@ -91,7 +91,7 @@ def test_step_gives_a_finite_loss_and_gradients(name, feature_ckpt):
     model = model_for(name)
     x, labels = image_batch()
     x_before = x.clone()
-    out = build(name, feature_ckpt).step(model, (x, labels), SoftTargetCrossEntropy())
+    out = build(name, feature_ckpt).step(model, (x, labels), CrossEntropy())
     assert out.loss.dim() == 0 and out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
     assert out.logits.shape[1] == K and out.logits.shape[0] in (B, 2 * B)
     out.loss.backward()
@@ -111,7 +111,7 @@ def test_step_never_waits_for_the_device(name, options, feature_ckpt):
     labels = torch.empty(B, dtype=torch.long, device="meta")
     # 4 steps: the random branches (TransMix: mixup or cutmix; AlignMix: where it mixes)
     outs = steps_that_never_wait(build(name, feature_ckpt, **options), model, (x, labels),
-                                 SoftTargetCrossEntropy(), steps=4)
+                                 CrossEntropy(), steps=4)
     assert all(out.logits.shape[1] == K for out in outs)
 
 
@@ -134,7 +134,7 @@ def test_mixed_targets_are_distributions_over_the_pair(name, feature_ckpt):
 def test_prob_zero_is_plain_cross_entropy(name, feature_ckpt):
     model = model_for(name)
     x, labels = image_batch()
-    out = build(name, feature_ckpt, prob=0.0).step(model, (x, labels), SoftTargetCrossEntropy())
+    out = build(name, feature_ckpt, prob=0.0).step(model, (x, labels), CrossEntropy())
     assert torch.allclose(out.loss, F.cross_entropy(model(x), labels), atol=1e-6)
     assert out.info["lam"] == 1.0
 
@@ -146,10 +146,10 @@ def test_same_seed_same_step(name, feature_ckpt):
     outs = []
     for _ in range(2):
         torch.manual_seed(7)
-        outs.append(build(name, feature_ckpt).step(model, (x, labels), SoftTargetCrossEntropy()))
+        outs.append(build(name, feature_ckpt).step(model, (x, labels), CrossEntropy()))
     assert torch.equal(outs[0].logits, outs[1].logits) and torch.equal(outs[0].loss, outs[1].loss)
     torch.manual_seed(8)
-    other = build(name, feature_ckpt).step(model, (x, labels), SoftTargetCrossEntropy())
+    other = build(name, feature_ckpt).step(model, (x, labels), CrossEntropy())
     assert not torch.equal(other.logits, outs[0].logits)
 
 
@@ -163,7 +163,7 @@ def test_steps_work_under_ddp(name, feature_ckpt, tmp_path):
         model = DistributedDataParallel(model_for(name))
         method = build(name, feature_ckpt)
         for _ in range(2):
-            out = method.step(model, image_batch(), SoftTargetCrossEntropy())
+            out = method.step(model, image_batch(), CrossEntropy())
             out.loss.backward()
     finally:
         dist.destroy_process_group()
@@ -174,7 +174,7 @@ def test_backbone_without_stages_is_refused(name):
     timm_model = BACKBONES.build({"name": "timm", "model_name": "resnet10t"}, num_classes=K,
                                  in_channels=1)
     with pytest.raises(ConfigError, match="mixbench's backbones"):
-        build(name).step(timm_model, image_batch(), SoftTargetCrossEntropy())
+        build(name).step(timm_model, image_batch(), CrossEntropy())
 
 
 @pytest.mark.parametrize("name", ["snapmix", "puzzlemix", "attentivemix", "transmix"])
@@ -182,10 +182,10 @@ def test_region_mixers_need_image_classification(name, feature_ckpt):
     method = build(name, feature_ckpt)
     mlp = BACKBONES.build({"name": "mlp"}, num_classes=K, in_channels=6)
     with pytest.raises(ConfigError, match="image batches"):
-        method.step(mlp, (torch.randn(B, 6), torch.arange(B)), SoftTargetCrossEntropy())
+        method.step(mlp, (torch.randn(B, 6), torch.arange(B)), CrossEntropy())
     with pytest.raises(ConfigError, match="classification"):
         method.step(small_model(), (torch.randn(B, 1, SIDE, SIDE), torch.randn(B)),
-                    SoftTargetCrossEntropy())
+                    CrossEntropy())
 
 
 @pytest.mark.parametrize("name,bad,match", [
@@ -240,7 +240,7 @@ def test_manifoldmix_mixes_hidden_states_at_the_reported_layer(lam_mode):
 def test_manifoldmix_layer_beyond_the_backbone_is_refused():
     with pytest.raises(ConfigError, match="method.layers"):
         build("manifoldmix", layers=[0, 9]).step(small_model(), image_batch(),
-                                                 SoftTargetCrossEntropy())
+                                                 CrossEntropy())
 
 
 # --- regmixup --------------------------------------------------------------------------------
@@ -258,7 +258,7 @@ def test_regmixup_is_clean_ce_plus_eta_times_mixup_ce():
     assert 0 < lam < 1 and torch.allclose(mixed_t.diagonal(), own)
     assert torch.allclose(out.logits[:B], model(x), atol=1e-5)
     assert torch.allclose(out.logits[B:], model(lam * x + (1 - lam) * x[perm]), atol=1e-5)
-    ce = SoftTargetCrossEntropy()
+    ce = CrossEntropy()
     assert torch.allclose(out.loss, ce(clean_logits, clean_t) + 0.5 * ce(mixed_logits, mixed_t))
 
 
@@ -376,7 +376,7 @@ def test_puzzlemix_saliency_is_the_input_gradient_norm():
     x, labels = image_batch()
     method = build("puzzlemix")
     y = F.one_hot(labels, K).float()
-    saliency, clean_loss = method.saliency(model, x, y, SoftTargetCrossEntropy())
+    saliency, clean_loss = method.saliency(model, x, y, CrossEntropy())
     x_in = x.clone().requires_grad_(True)
     expected_loss = F.cross_entropy(model(x_in), labels)
     (grad,) = torch.autograd.grad(expected_loss, x_in)
@@ -388,7 +388,7 @@ def test_puzzlemix_saliency_is_the_input_gradient_norm():
 def test_puzzlemix_needs_a_grid_that_divides_the_image():
     with pytest.raises(ConfigError, match="method.block_nums"):
         build("puzzlemix", block_nums=[3, 5]).step(small_model(), image_batch(),
-                                                   SoftTargetCrossEntropy())
+                                                   CrossEntropy())
 
 
 # --- attentivemix ----------------------------------------------------------------------------
@@ -416,7 +416,7 @@ def test_attentivemix_uses_the_frozen_checkpoint_network(feature_ckpt):
     method = build("attentivemix", feature_ckpt)
     model = small_model()
     x, labels = image_batch()
-    out = method.step(model, (x, labels), SoftTargetCrossEntropy())
+    out = method.step(model, (x, labels), CrossEntropy())
     out.loss.backward()
     frozen = method.frozen_network(x)
     saved = torch.load(feature_ckpt, weights_only=True)["model"]
@@ -440,13 +440,13 @@ def test_attentivemix_checkpoint_errors(tmp_path, feature_ckpt):
         build("attentivemix", feature_ckpt=plain)
     with pytest.raises(ConfigError, match="method.top_k"):  # 16 cells in a 4×4 map
         build("attentivemix", feature_ckpt, top_k=16).step(small_model(), image_batch(),
-                                                           SoftTargetCrossEntropy())
+                                                           CrossEntropy())
 
 
 # --- transmix ------------------------------------------------------------------------------
 def test_transmix_needs_a_vision_transformer():
     with pytest.raises(ConfigError, match="ViT"):
-        build("transmix").step(small_model(), image_batch(), SoftTargetCrossEntropy())
+        build("transmix").step(small_model(), image_batch(), CrossEntropy())
 
 
 def test_class_token_attention_matches_timms_attention_weights():

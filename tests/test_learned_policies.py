@@ -18,7 +18,7 @@ from conftest import (FAST, kill_in_epoch_two, make_cfg, run_tool, steps_that_ne
 from mixbench.engine.checkpoint import load_checkpoint
 from mixbench.engine.run import train
 from mixbench.errors import CheckpointError, ConfigError
-from mixbench.losses import SoftTargetCrossEntropy
+from mixbench.losses import CrossEntropy
 from mixbench.tasks import task_for
 from mixbench.methods.policy.adaptive_mask import mix_source_targets, mix_sources
 from mixbench.methods.policy.ema import cosine_momentum, ema_update_
@@ -53,7 +53,7 @@ class Recorder:
     """Soft CE that remembers the targets it was given."""
 
     def __init__(self):
-        self.targets, self.ce = [], SoftTargetCrossEntropy()
+        self.targets, self.ce = [], CrossEntropy()
 
     def __call__(self, logits, targets):
         self.targets.append(targets.detach())
@@ -94,7 +94,7 @@ def test_step_never_waits_for_the_device(name):
     model = small_model().to("meta")
     x = torch.empty(B, 1, SIDE, SIDE, device="meta")
     labels = torch.empty(B, dtype=torch.long, device="meta")
-    outs = steps_that_never_wait(build(name), model, (x, labels), SoftTargetCrossEntropy())
+    outs = steps_that_never_wait(build(name), model, (x, labels), CrossEntropy())
     assert all(out.logits.shape[1] == K for out in outs)
 
 
@@ -102,7 +102,7 @@ def mix_block_share(name):
     """(method, x, perm, partner's share at λ = 0.3) after one step built the Mix Block."""
     method, model = build(name), small_model()
     x, labels = batch()
-    method.step(model, (x, labels), SoftTargetCrossEntropy())
+    method.step(model, (x, labels), CrossEntropy())
     perm = torch.randperm(B)
     share = method.masks(x, 0.3, perm)
     assert share.shape == (B, 1, SIDE, SIDE) and ((share > 0) & (share < 1)).all()
@@ -143,7 +143,7 @@ def test_eta_balanced_loss_splits_mixup_ce_into_pair_and_rest():
     logits = torch.tensor([[2.0, 0.5, -1.0, 0.3], [0.1, 0.2, 0.3, 0.4]])
     target = torch.tensor([[0.7, 0.3, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
     torch.testing.assert_close(eta_balanced_cross_entropy(logits, target, 1.0),
-                               SoftTargetCrossEntropy()(logits, target))
+                               CrossEntropy()(logits, target))
     # by hand, row 0: p_pair = softmax over the pair; row 1: one class, no local term
     p = torch.softmax(logits, -1)
     pair = p[0, :2].sum()
@@ -173,10 +173,10 @@ def test_samix_mix_block_objective_is_eta_balanced_plus_l1_minus_variance():
 @pytest.mark.parametrize("name", LEARNED)
 def test_generator_update_leaves_the_classifier_alone_and_vice_versa(name):
     method, model = build(name), small_model()
-    method.step(model, batch(), SoftTargetCrossEntropy())  # builds the parts
+    method.step(model, batch(), CrossEntropy())  # builds the parts
     classifier_before = parameters(model)
     block_before = snapshot(method.parts[GENERATOR[name]])
-    out = method.step(model, batch(), SoftTargetCrossEntropy())
+    out = method.step(model, batch(), CrossEntropy())
     # the Mix Block moved, the classifier did not, and none of its .grad was written
     assert not same(snapshot(method.parts[GENERATOR[name]]), block_before)
     assert same(parameters(model), classifier_before)
@@ -200,7 +200,7 @@ def test_generator_update_leaves_the_classifier_alone_and_vice_versa(name):
 def test_adautomix_masks_split_every_pixel_between_the_sources():
     method, model = build("adautomix"), small_model()
     x, labels = batch()
-    method.step(model, (x, labels), SoftTargetCrossEntropy())
+    method.step(model, (x, labels), CrossEntropy())
     lams = [0.5, 0.3, 0.2]
     sources = method.sample_sources(B, x.device)
     assert sources.shape == (3, B) and torch.equal(sources[0], torch.arange(B))
@@ -224,7 +224,7 @@ def test_adautomix_generator_ascends_the_teacher_loss_on_adversarial_steps(adver
     raises (lowers) the teacher's loss on the same mixed batch."""
     method = build("adautomix", beta=1.0, generator_lr=0.5, generator_min_lr=0.5,
                    generator_weight_decay=0.0)
-    model, ce = small_model(), SoftTargetCrossEntropy()
+    model, ce = small_model(), CrossEntropy()
     x, labels = batch()
     method.step(model, (x, labels), ce)
     method.generator_steps = 0 if adversarial else 1  # adv_interval = 2
@@ -268,7 +268,7 @@ def test_adamixup_lambda_lies_in_the_policy_range_and_the_loss_trains_both_parts
 def test_adamixup_discriminator_learns_to_tell_mixed_from_real():
     torch.manual_seed(0)
     method = build("adamixup", policy_lr=0.5, policy_min_lr=0.5)
-    model, ce = small_model(), SoftTargetCrossEntropy()
+    model, ce = small_model(), CrossEntropy()
     x, labels = batch()
     first = method.step(model, (x, labels), ce).info["intrusion"]
     for _ in range(15):
@@ -301,7 +301,7 @@ def after_steps(name, steps=2, seed=0):
     torch.manual_seed(seed)
     method, model = build(name), small_model()
     for _ in range(steps):
-        method.step(model, batch(), SoftTargetCrossEntropy())
+        method.step(model, batch(), CrossEntropy())
     return method, model
 
 
@@ -328,7 +328,7 @@ def test_state_dict_round_trip_restores_every_extra_tensor(name):
     outs = []
     for m in (method, fresh):
         torch.manual_seed(7)
-        outs.append(m.step(copy.deepcopy(model), batch(), SoftTargetCrossEntropy()).loss)
+        outs.append(m.step(copy.deepcopy(model), batch(), CrossEntropy()).loss)
     assert torch.equal(outs[0], outs[1])
 
 
@@ -340,7 +340,7 @@ def test_state_from_another_method_is_refused():
     other = build("automix", reduction=1)  # another Mix Block shape
     other.load_state_dict(state)
     with pytest.raises(CheckpointError, match="does not fit"):
-        other.step(small_model(), batch(), SoftTargetCrossEntropy())
+        other.step(small_model(), batch(), CrossEntropy())
 
 
 @pytest.mark.slow
@@ -412,19 +412,19 @@ def test_backbone_without_what_the_method_reads_is_refused(name):
         model = BACKBONES.build({"name": "timm", "model_name": "resnet10t"}, num_classes=K,
                                 in_channels=1)
     with pytest.raises(ConfigError, match="mixbench's backbones"):
-        build(name).step(model, batch(), SoftTargetCrossEntropy())
+        build(name).step(model, batch(), CrossEntropy())
 
 
 def test_automix_config_errors():
     with pytest.raises(ConfigError, match="method.feature_layer"):
-        build("automix", feature_layer=9).step(small_model(), batch(), SoftTargetCrossEntropy())
+        build("automix", feature_layer=9).step(small_model(), batch(), CrossEntropy())
     with pytest.raises(ConfigError, match="method.alpha"):
         build("automix", alpha=0)
     with pytest.raises(ConfigError, match="method.momentum"):
         build("automix", momentum=1.5)
     with pytest.raises(ConfigError, match="image batches"):
         build("automix").step(small_model(), (torch.randn(B, 4), torch.arange(B) % K),
-                              SoftTargetCrossEntropy())
+                              CrossEntropy())
     regression = task_for(SimpleNamespace(task="regression", name="diabetes"))
     with pytest.raises(ConfigError, match="method=automix is for classification"):
         regression.check(loss_fn=LOSSES.build({"name": "mse"}), method=build("automix"),
@@ -453,7 +453,7 @@ def test_adautomix_config_errors():
         build("adautomix", generator_lr=0.01, generator_min_lr=0.1)
     with pytest.raises(ConfigError, match="method.feature_layer"):
         build("adautomix", feature_layer=0).step(small_model(), batch(),
-                                                 SoftTargetCrossEntropy())
+                                                 CrossEntropy())
 
 
 @pytest.mark.parametrize("name", LEARNED)
@@ -464,7 +464,7 @@ def test_step_works_under_ddp(name, tmp_path):
         model = DistributedDataParallel(small_model())
         method = build(name)
         for _ in range(2):
-            method.step(model, batch(), SoftTargetCrossEntropy()).loss.backward()
+            method.step(model, batch(), CrossEntropy()).loss.backward()
     finally:
         dist.destroy_process_group()
 
@@ -488,7 +488,7 @@ def _train_on_rank(rank, store, results):
                 torch.manual_seed(step)
                 x = torch.randn(B, 1, SIDE, SIDE, generator=data)
                 labels = torch.randint(0, K, (B,), generator=data)
-                loss = method.step(model, (x, labels), SoftTargetCrossEntropy()).loss
+                loss = method.step(model, (x, labels), CrossEntropy()).loss
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()

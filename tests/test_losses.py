@@ -1,16 +1,35 @@
-"""BCE, focal and Decoupled Mixup losses against hand-computed values."""
+"""Cross-entropy, BCE, focal and Decoupled Mixup losses against hand-computed values."""
 import math
 
 import pytest
 import torch
 
 from mixbench.errors import ConfigError
-from mixbench.losses import SoftTargetCrossEntropy
+from mixbench.losses import CrossEntropy
 from mixbench.components import LOSSES
 
 
 def build(name, **kwargs):
     return LOSSES.build({"name": name, **kwargs})
+
+
+def test_cross_entropy_of_soft_targets_with_smoothing_hand_computed():
+    torch.manual_seed(0)
+    logits = torch.randn(5, 4)
+    target = torch.softmax(torch.randn(5, 4), 1)
+    log_p = torch.log_softmax(logits, 1)
+    assert build("soft_ce")(logits, target).item() == \
+        pytest.approx(-(target * log_p).sum(1).mean().item(), rel=1e-6)
+    smoothed = 0.9 * target + 0.1 / 4
+    assert build("label_smoothing")(logits, target).item() == \
+        pytest.approx(-(smoothed * log_p).sum(1).mean().item(), rel=1e-6)
+    labels = torch.tensor([0, 3, 1, 1, 2])
+    assert build("soft_ce")(logits, labels).item() == pytest.approx(
+        build("soft_ce")(logits, torch.nn.functional.one_hot(labels, 4).float()).item())
+    with pytest.raises(ValueError, match="do not match"):
+        build("soft_ce")(logits, target[:, :3])
+    with pytest.raises(ConfigError, match="loss.label_smoothing"):
+        build("soft_ce", label_smoothing=1.0)
 
 
 def test_bce_hand_computed():
@@ -43,7 +62,7 @@ def test_focal_hand_computed_and_gamma_zero_is_soft_ce():
     logits = torch.randn(6, 5)
     soft = torch.softmax(torch.randn(6, 5), 1)
     assert build("focal", gamma=0.0)(logits, soft).item() == \
-        pytest.approx(SoftTargetCrossEntropy()(logits, soft).item(), rel=1e-6)
+        pytest.approx(CrossEntropy()(logits, soft).item(), rel=1e-6)
 
 
 def test_decoupled_equals_soft_ce_when_eta_is_zero():
@@ -53,9 +72,9 @@ def test_decoupled_equals_soft_ce_when_eta_is_zero():
     y = torch.nn.functional.one_hot(torch.randint(0, 6, (8,)), 6).float()
     mixed = lam * y + (1 - lam) * y.roll(1, 0)
     assert build("decoupled", eta=0.0)(logits, mixed).item() == \
-        pytest.approx(SoftTargetCrossEntropy()(logits, mixed).item(), rel=1e-6)
+        pytest.approx(CrossEntropy()(logits, mixed).item(), rel=1e-6)
     assert build("decoupled", eta=0.1)(logits, mixed).item() > \
-        SoftTargetCrossEntropy()(logits, mixed).item()
+        CrossEntropy()(logits, mixed).item()
 
 
 def test_decoupled_hand_computed():
@@ -72,7 +91,7 @@ def test_decoupled_hand_computed():
 def test_decoupled_partner_logit_does_not_count():
     # Raising the partner's logit changes the CE term but not the decoupled terms.
     target = torch.tensor([[0.6, 0.4, 0.0]])
-    dm, ce = build("decoupled", eta=1.0), SoftTargetCrossEntropy()
+    dm, ce = build("decoupled", eta=1.0), CrossEntropy()
     a = torch.tensor([[1.0, 0.0, -1.0]])
     a_hi = a.clone()
     a_hi[0, 1] += 3.0  # class b's logit, hidden from class a's term

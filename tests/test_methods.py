@@ -7,7 +7,7 @@ import torch
 from conftest import HostToDeviceCopies
 
 from mixbench.errors import ConfigError
-from mixbench.losses import SoftTargetCrossEntropy
+from mixbench.losses import CrossEntropy
 from mixbench.components import METHODS
 from mixbench.methods.sample_mixing import mix_pairs
 
@@ -242,14 +242,14 @@ def test_erm_step_is_plain_cross_entropy():
     model = torch.nn.Linear(6, 4)
     x, labels = torch.randn(8, 6), torch.randint(0, 4, (8,))
     out = METHODS.build({"name": "erm"}, num_classes=4).step(model, (x, labels),
-                                                              SoftTargetCrossEntropy())
+                                                              CrossEntropy())
     expected = torch.nn.functional.cross_entropy(model(x), labels)
     assert torch.allclose(out.loss, expected)
 
 
 def test_label_smoothing_matches_torch():
     logits, labels = torch.randn(8, 5), torch.randint(0, 5, (8,))
-    ours = SoftTargetCrossEntropy(0.1)(logits, labels)
+    ours = CrossEntropy(0.1)(logits, labels)
     assert torch.allclose(ours, torch.nn.functional.cross_entropy(logits, labels,
                                                                   label_smoothing=0.1))
 

@@ -8,7 +8,7 @@ import torch
 from mixbench.engine.load import evaluate_run
 from mixbench.engine.run import train
 from mixbench.errors import CheckpointError, ConfigError, NonFiniteLossError, RunExistsError
-from mixbench.losses import SoftTargetCrossEntropy
+from mixbench.losses import CrossEntropy
 
 from conftest import kill_in_epoch_two, without_timings
 
@@ -107,14 +107,14 @@ def test_mismatched_checkpoint_is_reported(cfg_factory, tmp_path):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(cfg_factory, tmp_path, monkeypatch):
     calls = {"n": 0}
-    real_forward = SoftTargetCrossEntropy.forward
+    real_forward = CrossEntropy.forward
 
     def nan_in_epoch_two(self, logits, target):
         calls["n"] += 1
         loss = real_forward(self, logits, target)
         return loss * float("nan") if calls["n"] > 19 else loss  # 19 steps per epoch
 
-    monkeypatch.setattr(SoftTargetCrossEntropy, "forward", nan_in_epoch_two)
+    monkeypatch.setattr(CrossEntropy, "forward", nan_in_epoch_two)
     with pytest.raises(NonFiniteLossError, match="epoch 1") as err:
         train(cfg_factory("trainer.epochs=3"), tmp_path)
     assert "at epoch 2" in str(err.value) and "optimizer.lr" in str(err.value)

@@ -9,42 +9,36 @@ from mixbench.registry import LOSSES
 from mixbench.errors import ConfigError
 
 
-class SoftTargetCrossEntropy(nn.Module):
-    """Cross-entropy against soft targets, with optional label smoothing of the targets:
-    t ← (1-ε)·t + ε/K. Integer class labels are accepted too."""
+class CrossEntropy(nn.CrossEntropyLoss):
+    """torch's cross-entropy against the (mixed) soft targets B×K every method produces, or
+    class indices, with optional label smoothing of the targets: t ← (1-ε)·t + ε/K. In float32
+    whatever autocast made the logits."""
 
     task = "classification"
 
     def __init__(self, label_smoothing: float = 0.0):
-        super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
             raise ConfigError(f"loss.label_smoothing must be in [0, 1), got {label_smoothing}")
-        self.label_smoothing = float(label_smoothing)
+        super().__init__(label_smoothing=float(label_smoothing))
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if not target.is_floating_point():
-            target = nn.functional.one_hot(target, logits.shape[-1]).to(logits.dtype)
-        if target.shape != logits.shape:
-            raise ValueError(f"targets of shape {tuple(target.shape)} do not match logits "
-                             f"{tuple(logits.shape)}")
-        if self.label_smoothing:
-            target = target * (1.0 - self.label_smoothing) + self.label_smoothing / target.shape[-1]
-        log_probs = torch.log_softmax(logits.float(), dim=-1)
-        return -(target * log_probs).sum(dim=-1).mean()
-
-    def extra_repr(self) -> str:
-        return f"label_smoothing={self.label_smoothing}"
+        if target.is_floating_point():
+            if target.shape != logits.shape:  # torch's own message speaks of multi-target
+                raise ValueError(f"targets of shape {tuple(target.shape)} do not match logits "
+                                 f"{tuple(logits.shape)}")
+            target = target.float()
+        return super().forward(logits.float(), target)
 
 
 @LOSSES.register("soft_ce")
-def soft_ce(*, label_smoothing: float = 0.0) -> SoftTargetCrossEntropy:
-    return SoftTargetCrossEntropy(label_smoothing)
+def soft_ce(*, label_smoothing: float = 0.0) -> CrossEntropy:
+    return CrossEntropy(label_smoothing)
 
 
 @LOSSES.register("label_smoothing")
-def label_smoothing(*, label_smoothing: float = 0.1) -> SoftTargetCrossEntropy:
+def label_smoothing(*, label_smoothing: float = 0.1) -> CrossEntropy:
     """Soft CE with smoothing on by default (its own name so tables tell the two apart)."""
-    return SoftTargetCrossEntropy(label_smoothing)
+    return CrossEntropy(label_smoothing)
 
 
 class MeanSquaredError(nn.Module):
