@@ -29,8 +29,8 @@ def logsumexp(x: torch.Tensor, dim: int) -> torch.Tensor:
     """log Σ exp(x) along ``dim`` for finite x, dropping the terms more than 50 below the
     largest (each is < e⁻⁵⁰ of it: far below float32's resolution of the sum). torch's CPU exp
     takes a slow path on inputs beyond float32's range, and Sinkhorn over large feature
-    distances is full of them: several times faster than ``torch.logsumexp`` there (see
-    docs/benchmarks.md), with the same values."""
+    distances is full of them (docs/benchmarks.md has the numbers); the values are those of
+    ``torch.logsumexp``."""
     top = x.amax(dim, keepdim=True)
     return x.sub(top).clamp_min_(-50.0).exp_().sum(dim).log_().add_(top.squeeze(dim))
 

@@ -75,7 +75,7 @@ def sample_partners(keys: torch.Tensor, pool: torch.Tensor, bandwidth: float,
         # a row whose chunk is all excluded has no maximum: factor out 0, its weight is 0
         top = logits.amax(1, keepdim=True).nan_to_num_(neginf=0.0)
         # the chunk's weights / e^top, in place. The exp is taken of logits clamped at -87
-        # (torch's CPU exp is 10-40× slower where it underflows float32), and weights up to
+        # (torch's CPU exp takes a slow path where it underflows float32), and weights up to
         # 2e-38 (> e^-87, about float32's smallest normal number) are then set to 0, as exp
         # would nearly have made them: excluded entries (−inf) included.
         weights = logits.sub_(top).clamp_min_(-87.0).exp_()

@@ -52,7 +52,7 @@ def keep_top_fraction(scores: torch.Tensor, lam: torch.Tensor,
     n, h, w = scores.shape
     flat = scores.reshape(n, -1)
     keep = torch.round(lam * (h * w)).long()[:, None]
-    # (amin and amax, not aminmax: its per-row CPU kernel is ~20× slower than the two)
+    # (amin and amax, not aminmax: its per-row CPU kernel is the slower; docs/benchmarks.md)
     low, high = flat.amin(1, keepdim=True), flat.amax(1, keepdim=True)
     level = ((flat - low) * ((levels - 1) / (high - low).clamp_min(1e-12))).long()
     # a histogram per row (scatter_add: bincount would read its size back from the GPU)
@@ -169,7 +169,7 @@ class SmoothMix(MaskMixer):
         n, device = len(lam), lam.device
         # -1/(2σ²) per sample. λ = 1 (not mixed at all: the partner's weight is 0) would have
         # σ = 0: its scale is 0 instead and its profile is zeroed below, since exponents of
-        # -10¹² send torch's CPU exp down a path ~15× slower.
+        # -10¹² send torch's CPU exp down its slow path for underflowing results.
         mixed = lam < 1.0
         scale = (-math.pi / ((1.0 - lam) * (height * width)).clamp_min(1e-12)).mul_(mixed)
         centre = torch.rand(n, 2, device=device)

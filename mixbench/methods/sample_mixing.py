@@ -305,8 +305,8 @@ def cutmix_inputs(x: torch.Tensor, perm: torch.Tensor, lam: Lam) -> tuple[torch.
     h, w = x.shape[-2:]
     if isinstance(lam, float):  # one box for the batch: an H×W weight
         top, bottom, left, right = box_bounds(lam, h, w)
-        # Blending whole rows with a 0/1 weight beats clone + copying the strided box
-        # (≈0.24 vs 0.32 ms for 256×3×32×32 on one CPU core), with the same values.
+        # Mixing whole rows with a 0/1 weight: one pass at memory bandwidth, where a clone
+        # plus a copy of the strided box is two (docs/benchmarks.md), with the same values.
         keep = torch.ones(h, w, dtype=x.dtype, device=x.device)
         keep[top:bottom, left:right] = 0.0
         return mix_pairs(x, perm, keep), box_area_lam(top, bottom, left, right, h, w)
