@@ -118,3 +118,37 @@ def test_losses_reject_mismatched_targets():
     for name in ("bce", "focal", "decoupled"):
         with pytest.raises(ValueError, match="do not match"):
             build(name)(torch.zeros(2, 3), torch.zeros(2, 4))
+
+
+@pytest.mark.parametrize("name", ["soft_ce", "label_smoothing", "bce", "focal", "decoupled"])
+def test_class_indices_are_one_hot_rows_and_never_wait_for_the_device(name):
+    torch.manual_seed(0)
+    logits = torch.randn(6, 4)
+    labels = torch.tensor([0, 3, 1, 1, 2, 0])
+    rows = torch.nn.functional.one_hot(labels, 4).float()
+    assert build(name)(logits, labels).item() == pytest.approx(build(name)(logits, rows).item(),
+                                                               rel=1e-6)
+    # on the meta device a read of a device value on the host (.item(), boolean masks) raises
+    loss = build(name)(logits.to("meta"), labels.to("meta"))
+    assert loss.device.type == "meta" and loss.dim() == 0
+
+
+def test_erm_gives_the_loss_class_indices_with_the_gradients_of_one_hot_rows():
+    from mixbench.components import METHODS
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(5, 3)
+    x, labels = torch.randn(8, 5), torch.randint(0, 3, (8,))
+    seen = []
+
+    def loss_fn(logits, target):
+        seen.append(target)
+        return torch.nn.functional.cross_entropy(logits, target)
+
+    erm = METHODS.build({"name": "erm"}, num_classes=3)
+    erm.step(model, (x, labels), loss_fn).loss.backward()
+    assert seen[0] is labels
+    by_index = model.weight.grad.clone()
+    model.zero_grad()
+    torch.nn.functional.cross_entropy(model(x), erm.targets(labels, x.dtype)).backward()
+    assert torch.equal(model.weight.grad, by_index)

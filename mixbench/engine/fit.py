@@ -176,11 +176,13 @@ def train_one_epoch(model, loader, method: Method, loss_fn, optimizer, scheduler
     sampler = getattr(loader, "sampler", None)
     if isinstance(sampler, DistributedSampler):
         sampler.set_epoch(epoch)
-    # loss sum, samples, then the task's sums: read every log_every steps
-    local = torch.zeros(2 + len(task.train_sums), device=device, dtype=torch.float64)
+    # The loss sum and the task's sums stay on the device, read every log_every steps; one
+    # in-place add each per step (the samples are counted on the host).
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    task_sums = [torch.zeros((), device=device, dtype=torch.float64) for _ in task.train_sums]
+    seen, steps = 0, len(loader)
     start = time.perf_counter()
-    bar = tqdm(total=len(loader), desc=desc, disable=not progress, leave=False,
-               dynamic_ncols=True)
+    bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     for step, batch in enumerate(loader):
         batch = tuple(t.to(device, non_blocking=True) for t in batch)
         y = batch[1]
@@ -191,26 +193,28 @@ def train_one_epoch(model, loader, method: Method, loss_fn, optimizer, scheduler
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
-        local[0] += out.loss.detach().double() * len(y)
-        local[1] += len(y)
-        for i, value in enumerate(task.step_sums(out.logits, y)):
-            local[2 + i] += value
-        if (step + 1) % log_every == 0 or step + 1 == len(loader):
-            totals = local.clone()
+        loss_sum.add_(out.loss.detach(), alpha=len(y))
+        for total, value in zip(task_sums, task.step_sums(out.logits, y)):
+            total.add_(value)
+        seen += len(y)
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            totals = torch.stack([loss_sum, loss_sum.new_tensor(seen), *task_sums])
             if info.enabled:
                 dist.all_reduce(totals)
-            loss_sum, seen, *sums = totals.tolist()
-            mean_loss = loss_sum / seen
+            total_loss, total_seen, *sums = totals.tolist()
+            mean_loss = total_loss / total_seen
             if not torch.isfinite(torch.tensor(mean_loss)):
                 bar.close()
                 raise NonFiniteLossError(f"the training loss became {mean_loss} at epoch "
                                          f"{epoch + 1}, step {step + 1}")
-            rate = seen / (time.perf_counter() - start)
-            shown = {label: f"{s / seen:.3f}" for (_, label), s in zip(task.train_sums, sums)}
+            rate = total_seen / (time.perf_counter() - start)
+            shown = {label: f"{s / total_seen:.3f}"
+                     for (_, label), s in zip(task.train_sums, sums)}
             bar.set_postfix(loss=f"{mean_loss:.4f}", **shown, img_s=f"{rate:.0f}")
             bar.update(step + 1 - bar.n)
     bar.close()
     elapsed = time.perf_counter() - start
-    stats = {"train_loss": loss_sum / seen,
-             **{key: s / seen for (key, _), s in zip(task.train_sums, sums)}}
-    return {**stats, "samples": int(seen), "epoch_s": elapsed, "samples_per_s": seen / elapsed}
+    stats = {"train_loss": total_loss / total_seen,
+             **{key: s / total_seen for (key, _), s in zip(task.train_sums, sums)}}
+    return {**stats, "samples": int(total_seen), "epoch_s": elapsed,
+            "samples_per_s": total_seen / elapsed}

@@ -8,17 +8,8 @@ import torch
 from torch import nn
 
 from mixbench.errors import ConfigError
+from mixbench.losses.targets import as_soft_targets, one_hot
 from mixbench.registry import LOSSES
-
-
-def as_soft_targets(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Soft targets B×K (integer class labels become one-hot rows)."""
-    if not target.is_floating_point():
-        target = nn.functional.one_hot(target, logits.shape[-1]).to(logits.dtype)
-    if target.shape != logits.shape:
-        raise ValueError(f"targets of shape {tuple(target.shape)} do not match logits "
-                         f"{tuple(logits.shape)}")
-    return target.float()
 
 
 def _check_smoothing(value: float) -> float:
@@ -117,7 +108,7 @@ class DecoupledMixupLoss(nn.Module):
         decoupled = 0.0
         for own, other in ((0, 1), (1, 0)):
             # Remove the partner's logit (only on mixed rows) before the softmax.
-            hide = nn.functional.one_hot(cls[:, other], logits.shape[-1]).bool() & mixed[:, None]
+            hide = one_hot(cls[:, other], logits.shape[-1], torch.bool) & mixed[:, None]
             log_p = torch.log_softmax(logits.masked_fill(hide, float("-inf")), dim=-1)
             own_log_p = log_p.gather(1, cls[:, own:own + 1]).squeeze(1)
             decoupled = decoupled - weight[:, own] * own_log_p

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from mixbench.errors import ConfigError
-from mixbench.losses.calibration import as_soft_targets
+from mixbench.losses.targets import as_soft_targets
 from mixbench.methods.policy.automix import AutoMix
 from mixbench.methods.policy.mixblock import SAMixBlock, mask_loss, mask_variance
 from mixbench.registry import METHODS
