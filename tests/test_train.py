@@ -160,6 +160,10 @@ def test_evaluate_run_reproduces_results(cfg_factory, tmp_path):
     again = evaluate_run(tmp_path, device="cpu")
     assert again["test"] == pytest.approx(original["test"])
     assert again["status"] == "completed" and again["history"] == original["history"]
+    # the same record as training writes (built in one place): same keys, same timings keys
+    assert set(again) == set(original) and again["protocol"] == "standard"
+    assert set(again["timings"]) == set(original["timings"]) and \
+        again["timings"]["processes"] == 1
 
 
 def test_bf16_autocast_and_channels_last_on_cpu(cfg_factory, tmp_path):
