@@ -10,6 +10,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from torch.overrides import TorchFunctionMode
 
+import mixbench  # noqa: F401  (registers the resolver configs/train.yaml names folders with)
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = str(ROOT / "configs")
 PACKAGE = str(ROOT / "mixbench")

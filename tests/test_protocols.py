@@ -137,3 +137,27 @@ def test_by_default_only_the_last_checkpoint_is_kept(cfg_factory, tmp_path):
 def test_keep_every_must_be_a_count_of_epochs(cfg_factory, tmp_path):
     with pytest.raises(ConfigError, match="trainer.keep_every"):
         train(cfg_factory("trainer.keep_every=-1"), tmp_path)
+
+
+def test_a_run_written_before_protocols_existed_is_the_same_experiment(cfg_factory, tmp_path):
+    """Its config lacks protocol, trainer.init_from and trainer.keep_every: a sweep re-run
+    skips it, and it re-evaluates as a standard run."""
+    from mixbench.engine.checkpoint import save_checkpoint
+    from mixbench.engine.load import evaluate_run
+
+    first = train(cfg_factory(), tmp_path)
+
+    def strip(config):
+        config.pop("protocol")
+        for key in ("init_from", "keep_every"):
+            config["trainer"].pop(key)
+        return config
+
+    state = load_checkpoint(tmp_path / "last.pt")
+    save_checkpoint(tmp_path / "last.pt", {**state, "config": strip(state["config"])})
+    old = read(tmp_path)
+    old.pop("protocol")
+    (tmp_path / "results.json").write_text(json.dumps({**old, "config": strip(old["config"])}))
+    assert train(cfg_factory(), tmp_path)["test"] == first["test"]  # skipped: completed
+    again = evaluate_run(tmp_path, "cpu")
+    assert again["protocol"] == "standard" and again["test"] == pytest.approx(first["test"])
