@@ -198,8 +198,8 @@ def test_slurm_launcher_preset_asks_one_task_per_gpu():
 
 
 # Methods that cannot run in the CIFAR-100 ResNet-18 table as they are: a regression method,
-# and methods that need a checkpoint or another backbone.
-NOT_IN_OPENMIXUP_TABLE = {"cmixup", "attentivemix", "mixkd", "transmix"}
+# methods that need a checkpoint or another backbone, and a method of continual protocols.
+NOT_IN_OPENMIXUP_TABLE = {"cmixup", "attentivemix", "mixkd", "transmix", "dualmix"}
 
 
 def test_openmixup_sweep_preset_covers_every_classification_method():

@@ -10,6 +10,7 @@ CASES = {
     "small_cnn": ({"name": "small_cnn"}, (2, 1, 8, 8)),
     "mlp": ({"name": "mlp", "depth": 3}, (2, 6)),
     "resnet18": ({"name": "resnet18"}, (2, 3, 32, 32)),
+    "resnet32": ({"name": "resnet32"}, (2, 3, 32, 32)),
     "resnet34": ({"name": "resnet34"}, (2, 3, 32, 32)),
     "resnet50": ({"name": "resnet50"}, (2, 3, 32, 32)),
     "preactresnet18": ({"name": "preactresnet18"}, (2, 3, 32, 32)),
@@ -80,3 +81,10 @@ def test_forward_mixed_mixes_the_hidden_state_at_the_given_layer(name, shape):
             assert torch.allclose(got, expected, atol=1e-5)
         with pytest.raises(ValueError, match="layer"):
             model.forward_mixed(x, lambda h: h, len(blocks) + 1 + 1)
+
+
+def test_resnet32_is_the_cifar_resnet_of_0_46m_parameters():
+    model = BACKBONES.build({"name": "resnet32"}, num_classes=100)
+    # He et al.'s 0.46M with zero-padding shortcuts; option B adds the 1×1 projections
+    assert model.num_features == 64 and [len(s) for s in model.stages] == [5, 5, 5]
+    assert 0.46e6 < sum(p.numel() for p in model.parameters()) < 0.48e6

@@ -5,7 +5,8 @@ import yaml
 
 from mixbench.errors import ConfigError
 from mixbench.components import BACKBONES, DATASETS, LOSSES, METHODS
-from mixbench.registry import Registry
+from mixbench import protocols  # noqa: F401  (registration)
+from mixbench.registry import PROTOCOLS, Registry
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -35,7 +36,8 @@ def test_duplicate_registration_raises():
 
 
 @pytest.mark.parametrize("group,registry", [("method", METHODS), ("backbone", BACKBONES),
-                                            ("dataset", DATASETS), ("loss", LOSSES)])
+                                            ("dataset", DATASETS), ("loss", LOSSES),
+                                            ("protocol", PROTOCOLS)])
 def test_every_config_file_names_a_registered_component(group, registry):
     files = sorted((CONFIGS / group).glob("*.yaml"))
     assert files, f"no configs in {group}/"

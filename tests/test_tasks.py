@@ -10,7 +10,8 @@ from mixbench.errors import ConfigError
 from mixbench.tasks import require_task, task_for
 
 CLASSIFICATION_ONLY = ["alignmix", "attentivemix", "puzzlemix", "snapmix", "transmix",
-                       "rankmixup", "mixkd", "automix", "samix", "adautomix", "adamixup"]
+                       "rankmixup", "mixkd", "automix", "samix", "adautomix", "adamixup",
+                       "dualmix"]
 
 
 def task(name, dataset="some_data"):

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mixbench.results.html import render_html  # noqa: E402
 from mixbench.results.table import (IDENTITY, SECTION, attach_reference,  # noqa: E402
                                     columns_for, console_columns, filter_runs, load_runs,
-                                    summarize, to_markdown)
+                                    protocol_options, summarize, to_markdown)
 
 
 def parse_args(argv):
@@ -67,18 +67,19 @@ def main(argv: list[str] | None = None) -> int:
             runs = runs.assign(top1=runs["last10_median_top1"])
         sections, texts, console, rows = [], [], [], []
         for (protocol, task), section_runs in runs.groupby(SECTION, sort=True):
-            columns = columns_for(task)
-            summary = summarize(section_runs, columns, group_by)
+            columns = columns_for(task, section_runs)
+            groups = group_by + protocol_options(section_runs)
+            summary = summarize(section_runs, columns, groups)
             if reference is not None and columns[0].key in reference:
-                summary = attach_reference(summary, reference, columns[0])
+                summary = attach_reference(summary, reference, columns[0], groups)
             title = f"{protocol} · {task}"
             if any(c.key == "top1" for c in columns):
                 title += f" (top-1: {args.top1})"
-            sections.append((title, section_runs, summary, columns, group_by))
+            sections.append((title, section_runs, summary, columns, groups))
             rows.append(summary.assign(protocol=protocol, task=task))
-            texts.append(f"## {title}\n\n{to_markdown(summary, columns, group_by)}")
+            texts.append(f"## {title}\n\n{to_markdown(summary, columns, groups)}")
             console.append(f"## {title}\n\n"
-                           f"{to_markdown(summary, console_columns(task), group_by)}")
+                           f"{to_markdown(summary, console_columns(task, section_runs), groups)}")
     except KeyError as err:
         print(f"error: {err.args[0]}", file=sys.stderr)
         return 2

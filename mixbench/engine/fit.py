@@ -55,17 +55,19 @@ class Training:
     wrapped: torch.nn.Module | None = None
 
     @classmethod
-    def build(cls, ctx: RunContext, parts: Components, steps_per_epoch: int,
-              epochs: int) -> "Training":
+    def build(cls, ctx: RunContext, parts: Components, steps_per_epoch: int, epochs: int, *,
+              method: Method | None = None, optimizer=None, scheduler=None) -> "Training":
         """The configured optimiser, schedule (over ``epochs``) and AMP scaler for
-        ``parts.model``; ``wrap`` it once its weights are final."""
+        ``parts.model``; ``wrap`` it once its weights are final. ``method``, ``optimizer`` and
+        ``scheduler`` (configs) replace the run's, e.g. for one step of a protocol."""
         cfg = ctx.cfg
-        optimizer = hydra.utils.instantiate(cfg.optimizer)(parts.model.parameters())
-        scheduler = SCHEDULERS.build(cfg.scheduler, optimizer=optimizer, epochs=epochs,
-                                     steps_per_epoch=steps_per_epoch)
+        optimizer = hydra.utils.instantiate(optimizer or cfg.optimizer)(parts.model.parameters())
+        scheduler = SCHEDULERS.build(scheduler or cfg.scheduler, optimizer=optimizer,
+                                     epochs=epochs, steps_per_epoch=steps_per_epoch)
         scaler = torch.amp.GradScaler(ctx.device.type,
                                       enabled=cfg.trainer.precision == "fp16")
-        return cls(parts.model, parts.method, parts.loss_fn, optimizer, scheduler, scaler)
+        return cls(parts.model, method or parts.method, parts.loss_fn, optimizer, scheduler,
+                   scaler)
 
     def wrap(self, ctx: RunContext) -> "Training":
         """SyncBN and DDP when several processes train, then torch.compile if asked."""

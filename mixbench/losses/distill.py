@@ -1,4 +1,5 @@
-"""Knowledge-distillation term used by MIX-KD."""
+"""Knowledge-distillation terms: MIX-KD's (a KL at T², on standardised logits) and the one of
+class-incremental learning (iCaRL/PyCIL: a cross-entropy between softened distributions)."""
 from __future__ import annotations
 
 import torch
@@ -20,3 +21,12 @@ def distillation_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     log_p_teacher = torch.log_softmax(teacher / temperature, dim=-1)
     kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=-1).mean()
     return kl * temperature ** 2
+
+
+def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                       temperature: float) -> torch.Tensor:
+    """-Σ softmax(t/T)·log_softmax(s/T), averaged over the batch: PyCIL's ``_KD_loss`` (no T²
+    factor), the distillation of the old model's classes in LwF, iCaRL and WA."""
+    teacher = torch.softmax(teacher_logits.float() / temperature, dim=-1)
+    log_student = torch.log_softmax(student_logits.float() / temperature, dim=-1)
+    return -(teacher * log_student).sum(dim=-1).mean()

@@ -1,12 +1,12 @@
 """Mixing methods (registered in METHODS). One module per family."""
-from mixbench.methods import (alignmix, attentivemix, base, cmixup, manifold,  # noqa: F401
-                              mask_mixing, mixkd, policy, puzzlemix, rankmixup,
-                              regmixup,
-                              sample_mixing, snapmix, transmix)  # (registration)
+from mixbench.methods import (alignmix, attentivemix, base, cmixup, dualmix,  # noqa: F401
+                              manifold, mask_mixing, mixkd, policy, puzzlemix, rankmixup,
+                              regmixup, sample_mixing, snapmix, transmix)  # (registration)
 from mixbench.methods.alignmix import AlignMix
 from mixbench.methods.attentivemix import AttentiveMix
 from mixbench.methods.base import ERM, Method, MixResult, StepOutput
 from mixbench.methods.cmixup import CMixup
+from mixbench.methods.dualmix import DualMix
 from mixbench.methods.manifold import ManifoldMix
 from mixbench.methods.mask_mixing import FMix, GridMix, ResizeMix, SaliencyMix, SmoothMix
 from mixbench.methods.mixkd import MixKD
@@ -18,7 +18,7 @@ from mixbench.methods.sample_mixing import CutMix, Mixup, MixupCutMix, SampleMix
 from mixbench.methods.snapmix import SnapMix
 from mixbench.methods.transmix import TransMix
 
-__all__ = ["AlignMix", "AttentiveMix", "AutoMix", "CMixup", "CutMix", "ERM", "FMix", "GridMix",
-           "ManifoldMix", "Method", "MixKD", "MixResult", "Mixup", "MixupCutMix", "PuzzleMix",
-           "RankMixup", "RegMixup", "ResizeMix", "SaliencyMix", "SampleMixer", "SmoothMix",
-           "SnapMix", "StepOutput", "TransMix"]
+__all__ = ["AlignMix", "AttentiveMix", "AutoMix", "CMixup", "CutMix", "DualMix", "ERM", "FMix",
+           "GridMix", "ManifoldMix", "Method", "MixKD", "MixResult", "Mixup", "MixupCutMix",
+           "PuzzleMix", "RankMixup", "RegMixup", "ResizeMix", "SaliencyMix", "SampleMixer",
+           "SmoothMix", "SnapMix", "StepOutput", "TransMix"]

@@ -64,6 +64,10 @@ class Method:
         mixing after a fraction of training."""
         self.progress = epoch / epochs
 
+    def start_step(self, old_classes: int) -> None:
+        """Called by the continual protocols before each step: labels below ``old_classes``
+        are the classes of earlier steps (e.g. for mixing old with new samples)."""
+
     def setup(self, data, train_loader) -> None:
         """Called once by the trainer before training with the DataBundle and the training
         loader, for methods that need the whole training set (e.g. C-Mixup's label kernel)."""

@@ -96,6 +96,18 @@ def resnet18(*, num_classes: int, in_channels: int = 3) -> Backbone:
     return _resnet(BasicBlock, [2, 2, 2, 2], num_classes, in_channels)
 
 
+@BACKBONES.register("resnet32")
+def resnet32(*, num_classes: int, in_channels: int = 3) -> Backbone:
+    """He et al.'s CIFAR ResNet-32 (3 stages of 5 basic blocks, 16/32/64 channels), the
+    backbone of PyCIL's class-incremental CIFAR-100 recipes. Shortcuts that change shape are a
+    1×1 convolution with BatchNorm (option B), where PyCIL pads with zeros (option A)."""
+    stem = conv_bn_relu(in_channels, 16)
+    stages, width = _stages(BasicBlock, [16, 32, 64], [5, 5, 5], 16)
+    model = Backbone(stem, stages, width, num_classes)
+    init_weights(model)
+    return model
+
+
 @BACKBONES.register("resnet34")
 def resnet34(*, num_classes: int, in_channels: int = 3) -> Backbone:
     return _resnet(BasicBlock, [3, 4, 6, 3], num_classes, in_channels)

@@ -18,6 +18,15 @@ class Column:
         return self.header + arrow
 
 
+# The headline numbers a protocol writes in its own section of results.json, shown before the
+# task's columns in that protocol's tables (the first one ranks the rows).
+SECTION_COLUMNS = {
+    "continual": (Column("avg_incremental_acc", "avg inc. acc %", 100, True, 2),
+                  Column("final_avg_acc", "final acc %", 100, True, 2),
+                  Column("forgetting", "forgetting %", 100, False, 2),
+                  Column("bwt", "BWT %", 100, True, 2)),
+}
+
 # Every task's tables end with what the run cost.
 TIMING_COLUMNS = (Column("train_s", "train s", 1, None, 1),
                   Column("samples_per_s", "samples/s", 1, None, 0))

@@ -133,6 +133,27 @@ def _accuracy_vs_epochs(summary: pd.DataFrame, group_by: list[str]) -> str:
     return f'<h2>Accuracy vs epochs</h2><img alt="accuracy vs epochs" src="{_png(fig)}">'
 
 
+def _accuracy_per_step(runs: pd.DataFrame, group_by: list[str]) -> str:
+    """Continual protocols: accuracy on the classes seen so far after each step, one line per
+    group (mean over seeds)."""
+    if "step_acc" not in runs or runs["step_acc"].isna().all():
+        return ""
+    runs = runs[runs["step_acc"].notna()]
+    constant = {c for c in group_by if runs[c].nunique(dropna=False) == 1}
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for keys, group in runs.groupby(group_by, dropna=False, sort=False):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        curves = pd.DataFrame(list(group["step_acc"]))
+        mean = curves.mean() * 100
+        ax.plot(range(1, len(mean) + 1), mean, marker="o",
+                label=f"{_group_label(keys, group_by, constant)} ({len(group)} runs)")
+    ax.set(xlabel="step", ylabel="top-1 % on the classes seen so far",
+           title="accuracy after each step (mean over seeds)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return f'<h2>Accuracy per step</h2><img alt="accuracy per step" src="{_png(fig)}">'
+
+
 def _run_list(title: str, items: list[str]) -> str:
     if not items:
         return ""
@@ -151,8 +172,8 @@ def render_html(sections: list[tuple[str, pd.DataFrame, pd.DataFrame, list, list
         body.append(f"<h2>{html.escape(title)}</h2>")
         body.append(_table_html(summary, columns, group_by))
         # each figure draws only where its numbers exist (calibration: classification)
-        body += [_reliability_grid(runs, group_by), _accuracy_vs_ece(summary, group_by),
-                 _accuracy_vs_epochs(summary, group_by)]
+        body += [_accuracy_per_step(runs, group_by), _reliability_grid(runs, group_by),
+                 _accuracy_vs_ece(summary, group_by), _accuracy_vs_epochs(summary, group_by)]
     body.append(_run_list("Not completed (not averaged)",
                           [f"{r.status}: {r.run_dir}" for r in table.incomplete.itertuples()]))
     body.append(_run_list("Unreadable results (skipped)",

@@ -14,7 +14,7 @@ import pandas as pd
 from mixbench import tasks  # noqa: F401  (registration: each task's columns)
 from mixbench.config import experiment_config
 from mixbench.registry import TASKS
-from mixbench.results.columns import Column
+from mixbench.results.columns import SECTION_COLUMNS, Column
 from mixbench.results.io import RESULTS_NAME
 
 log = logging.getLogger(__name__)
@@ -26,14 +26,38 @@ SECTION = ["protocol", "task"]
 METHOD_ALIASES = {"vanilla": "erm", "baseline": "erm"}
 
 
-def columns_for(task: str) -> list[Column]:
-    return list(TASKS.get(task).columns)
+def section_columns(runs: pd.DataFrame | None) -> list[Column]:
+    """The protocol sections' columns that ``runs`` have numbers for."""
+    if runs is None:
+        return []
+    return [c for columns in SECTION_COLUMNS.values() for c in columns
+            if c.key in runs and runs[c.key].notna().any()]
 
 
-def console_columns(task: str) -> list[Column]:
+def columns_for(task: str, runs: pd.DataFrame | None = None) -> list[Column]:
+    """A table's columns: its protocol's section columns (those ``runs`` have), then the
+    task's."""
+    return section_columns(runs) + list(TASKS.get(task).columns)
+
+
+def console_columns(task: str, runs: pd.DataFrame | None = None) -> list[Column]:
     """What fits a terminal: the columns tools/leaderboard.py prints (files get them all)."""
     keys = TASKS.get(task).console_keys
-    return [c for c in columns_for(task) if c.key in keys]
+    return section_columns(runs) + [c for c in TASKS.get(task).columns if c.key in keys]
+
+
+def protocol_options(runs: pd.DataFrame) -> list[str]:
+    """The ``protocol.*`` columns set in ``runs``: a protocol's options (learner, memory,
+    steps...) define different experiments, so tables group by them too."""
+    return [c for c in runs.columns if c.startswith("protocol.") and runs[c].notna().any()]
+
+
+def _cell(value):
+    """A protocol option as a table cell: text (JSON for lists and dicts), so that it groups,
+    filters (``--filter protocol.learner=wa``) and prints as written; None stays missing."""
+    if value is None:
+        return None
+    return json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else str(value)
 
 
 @dataclass
@@ -55,6 +79,9 @@ def _row(path: Path, results: dict) -> dict:
     test, ts = results.get("test") or {}, results.get("test_ts") or {}
     timings = results.get("timings") or {}
     tops = [r["test_top1"] for r in results.get("history") or [] if r.get("test_top1") is not None]
+    sections = {key: value for name in SECTION_COLUMNS
+                for key, value in (results.get(name) or {}).items()
+                if value is None or isinstance(value, (int, float))}
     return {
         "run_dir": str(path.parent),
         "protocol": results.get("protocol", "standard"),  # runs written before protocols
@@ -66,8 +93,13 @@ def _row(path: Path, results: dict) -> dict:
         "epochs": (cfg.get("trainer") or {}).get("epochs"),
         # dataset.label_noise.p, for --group-by ...,label_noise (the temperature-scaling study)
         "label_noise": ((cfg["dataset"].get("label_noise") or {}).get("p") or 0.0),
+        **{f"protocol.{k}": _cell(v) for k, v in (cfg.get("protocol") or {}).items()
+           if k != "name"},
         "seed": results.get("seed"),
         "status": results.get("status", "unknown"),
+        **sections,
+        # accuracy on the seen classes after each step (continual protocols), for the figure
+        "step_acc": (results.get("continual") or {}).get("step_acc"),
         **test,
         **{f"ts_{k}": v for k, v in ts.items()},
         "temperature": results.get("temperature"),
@@ -123,10 +155,10 @@ def summarize(runs: pd.DataFrame, columns: list[Column],
         primary.key, ascending=not primary.higher_is_better, ignore_index=True)
 
 
-def attach_reference(summary: pd.DataFrame, reference: pd.DataFrame,
-                     primary: Column) -> pd.DataFrame:
+def attach_reference(summary: pd.DataFrame, reference: pd.DataFrame, primary: Column,
+                     group_by: list[str] | None = None) -> pd.DataFrame:
     """Add ``ref_KEY`` and ``delta_KEY`` (ours − reference) from a published table, matched
-    on the identity columns both have. The reference holds the primary metric in the table's
+    on the grouping columns both have. The reference holds the primary metric in the table's
     display unit (top-1 in %), as published."""
     reference = reference.copy()
     if "method" in reference:
@@ -134,7 +166,7 @@ def attach_reference(summary: pd.DataFrame, reference: pd.DataFrame,
     if primary.key not in reference:
         raise KeyError(f"the reference table has no '{primary.key}' column "
                        f"(it has {', '.join(reference.columns)})")
-    keys = [k for k in IDENTITY if k in reference and k in summary]
+    keys = [k for k in group_by or IDENTITY if k in reference and k in summary]
     reference = reference[keys + [primary.key]].rename(columns={primary.key: f"ref_{primary.key}"})
     reference[f"ref_{primary.key}"] = reference[f"ref_{primary.key}"] / primary.scale
     reference = reference.drop_duplicates(keys)
@@ -156,7 +188,8 @@ def render_table(summary: pd.DataFrame, columns: list[Column],
     group_by = group_by or IDENTITY
     constant = [c for c in group_by
                 if len(summary) > 1 and summary[c].nunique(dropna=False) == 1]
-    shown = summary[[c for c in group_by if c not in constant] + ["seeds"]].copy()
+    shown = summary[[c for c in group_by if c not in constant] + ["seeds"]].astype(object)
+    shown = shown.where(shown.notna(), "—")  # an option a run does not have
     for col in columns:
         if col.key not in summary or summary[col.key].isna().all():
             continue

@@ -1,0 +1,200 @@
+"""Class-incremental learning (``protocol=class_incremental``): the classes arrive in steps
+(``initial``, then ``increment`` at a time, in an order drawn from ``class_order_seed``); each
+step trains on its new classes plus an exemplar memory of the old ones, with the classifier
+head grown by the new classes, and is then tested on every class seen so far.
+
+Learners: ``finetune`` (no memory), ``replay`` (memory), ``kd`` (memory and distillation from
+the previous step's model, λ = old / seen classes, T = ``temperature``), ``wa`` (``kd`` plus
+Weight Aligning of the new head rows after each step; ``clip_weights`` also keeps the head's
+weights non-negative, as the WA paper does and PyCIL does not). The method of ``+method=``
+trains inside every step, on batches of new samples and exemplars alike."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import time
+
+import torch
+from omegaconf import OmegaConf
+
+from mixbench.components import METHODS, build_components
+from mixbench.continual.classes import class_order, relabel, rows_of, step_sizes
+from mixbench.continual.distill import Distilled
+from mixbench.continual.head import clip_head_weights, grow_head, row_norms, weight_align
+from mixbench.continual.memory import ExemplarMemory
+from mixbench.continual.steps import (continual_section, resume_point, save_step_end,
+                                      step_accuracies)
+from mixbench.data import InMemoryLoader, make_loader
+from mixbench.engine.checkpoint import CHECKPOINT_NAME, restore_model
+from mixbench.engine.context import RunContext
+from mixbench.engine.fit import FitState, Training, fit, fit_state
+from mixbench.engine.seeding import epoch_seed, seed_everything
+from mixbench.errors import ConfigError
+from mixbench.protocols.base import Protocol
+from mixbench.registry import PROTOCOLS
+from mixbench.tasks import require_task, task_for
+
+log = logging.getLogger(__name__)
+LEARNERS = ("finetune", "replay", "kd", "wa")
+LATER_KEYS = {"epochs", "optimizer", "scheduler"}
+
+
+@PROTOCOLS.register("class_incremental")
+class ClassIncremental(Protocol):
+    name = "class_incremental"
+
+    def __init__(self, *, initial: int = 2, increment: int = 2,
+                 class_order_seed: int | None = 1993, learner: str = "replay",
+                 memory: int | None = 2000, memory_per_class: int | None = None,
+                 selection: str = "herding", temperature: float = 2.0,
+                 clip_weights: bool = False, later: dict | None = None):
+        if learner not in LEARNERS:
+            raise ConfigError(f"protocol.learner must be one of {LEARNERS}, got {learner!r}")
+        if not temperature > 0:
+            raise ConfigError(f"protocol.temperature must be > 0, got {temperature}")
+        later = dict(later or {})
+        if set(later) - LATER_KEYS:
+            raise ConfigError(f"protocol.later takes {sorted(LATER_KEYS)} (what changes after "
+                              f"the first step), got {sorted(later)}")
+        self.initial, self.increment, self.seed = initial, increment, class_order_seed
+        self.learner, self.temperature, self.clip = learner, float(temperature), clip_weights
+        self.memory = None if learner == "finetune" else ExemplarMemory(
+            total=memory, per_class=memory_per_class, selection=selection)
+        self.later = later
+
+    def step_recipe(self, cfg, step: int):
+        """Epochs, optimiser and schedule of a step: the run's, with ``later`` after the
+        first step (PyCIL's WA trains the first step longer, with other milestones)."""
+        if step == 0:
+            return cfg.trainer.epochs, cfg.optimizer, cfg.scheduler
+        merged = [OmegaConf.merge(base, self.later.get(key) or {})
+                  for key, base in (("optimizer", cfg.optimizer), ("scheduler", cfg.scheduler))]
+        return self.later.get("epochs") or cfg.trainer.epochs, *merged
+
+    def __call__(self, ctx: RunContext) -> dict:
+        cfg, t, info = ctx.cfg, ctx.cfg.trainer, ctx.info
+        seed_everything(cfg.seed)
+        parts = build_components(cfg, ctx.device)
+        require_task(parts.task, "classification", "protocol=class_incremental")
+        data, model = parts.data, parts.model
+        order = class_order(data.num_classes, self.seed)
+        ends = torch.tensor(step_sizes(data.num_classes, self.initial, self.increment)).cumsum(0)
+        ranges = [(0 if i == 0 else int(ends[i - 1]), int(end)) for i, end in enumerate(ends)]
+        train, val, test = (relabel(s, order) for s in (data.train, data.val, data.test))
+        candidates = InMemoryLoader(train, t.eval_batch_size, shuffle=False, drop_last=False,
+                                    device=ctx.device, mean=data.mean, std=data.std)
+
+        start = resume_point(ctx)
+        records, history, metrics = start.records, start.history, start.metrics
+        if start.model is not None:
+            grow_head(model, ranges[start.step - 1][1])
+            restore_model(model, start.model, "the previous step's checkpoint")
+        if self.memory is not None and start.memory is not None:
+            self.memory.load_state_dict(start.memory)
+        ctx.write_results(task=parts.task.name)
+        log.info("run %s: %d steps of classes %s, learner %s, method %s", ctx.run_dir,
+                 len(ranges), [b - a for a, b in ranges], self.learner, cfg.method.name)
+
+        for step in range(start.step, len(ranges)):
+            low, high = ranges[step]
+            # every step's randomness (new head rows, then fit's epochs) from (seed, step):
+            # a run resumed at this step draws what the uninterrupted run drew
+            step_seed = epoch_seed(cfg.seed, step)
+            seed_everything(step_seed)
+            teacher = copy.deepcopy(model) if step > 0 and self.learner in ("kd", "wa") else None
+            grow_head(model, high)
+            memory_rows = self.memory.indices() if self.memory is not None and step else None
+            rows = rows_of(train, low, high)
+            if memory_rows is not None:
+                rows = torch.cat([rows, memory_rows])
+            step_data = dataclasses.replace(
+                data, train=train.subset(rows), val=val.subset(rows_of(val, 0, high)),
+                test=test.subset(rows_of(test, 0, high)), num_classes=high)
+            task = task_for(step_data)
+            train_loader = make_loader(step_data, "train", t.batch_size, train=True,
+                                       device=ctx.device, shard=info, seed=cfg.seed)
+            val_loader, test_loader = (
+                make_loader(step_data, split, t.eval_batch_size, train=False,
+                            device=ctx.device, shard=info) for split in ("val", "test"))
+            method = METHODS.build(cfg.method, num_classes=high)
+            if teacher is not None:
+                method = Distilled(method, teacher, low, self.temperature)
+            method.start_step(low)
+            method.setup(step_data, train_loader)
+            epochs, optimizer, scheduler = self.step_recipe(cfg, step)
+            training = Training.build(ctx, parts, len(train_loader), epochs, method=method,
+                                      optimizer=optimizer, scheduler=scheduler)
+            state = FitState()
+            if start.inside is not None and step == start.step:
+                training.load_state_dict(start.inside, ctx.run_dir / CHECKPOINT_NAME)
+                state = fit_state(start.inside)
+                log.info("resuming step %d at epoch %d/%d", step + 1, state.epoch, epochs)
+            clipping = clip_head_weights(model, training.optimizer) if self.clip else None
+            training.wrap(ctx)
+            memory_state = self.memory.state_dict() if self.memory is not None else None
+            state = fit(ctx, training, task, train_loader, test_loader, epochs=epochs,
+                        seed=step_seed, state=state,
+                        checkpoint=ctx.run_dir / CHECKPOINT_NAME,
+                        extra_state=lambda: {"step": step, "memory": memory_state,
+                                             "records": records, "past_history": history})
+            if clipping is not None:
+                clipping.remove()
+
+            record = {"step": step, "classes": order[low:high], "seen": high,
+                      "epochs": epochs, "train_s": state.train_s, "samples": len(rows)}
+            if step > 0:
+                before = row_norms(model.head, low)
+                record["norm_ratio_before"] = before[1] / before[0]
+                if self.learner == "wa":
+                    record["gamma"] = weight_align(model.head, low)
+                after = row_norms(model.head, low)
+                record["norm_ratio_after"] = after[1] / after[0]
+            eval_start = time.perf_counter()
+            last = step == len(ranges) - 1
+            metrics = task.evaluate(model, val_loader, test_loader, ctx.device,
+                                    n_bins=cfg.eval.n_bins, autocast=ctx.autocast, info=info,
+                                    figure_path=ctx.run_dir / "reliability.png"
+                                    if last and ctx.main else None)
+            record.update(step_accuracies(model, test_loader, ranges[:step + 1], ctx.device,
+                                          ctx.autocast, info),
+                          top1=metrics["test"]["top1"], ece=metrics["test"]["ece"],
+                          nll=metrics["test"]["nll"], ts_ece=metrics["test_ts"]["ece"],
+                          temperature=metrics["temperature"],
+                          eval_s=time.perf_counter() - eval_start)
+            records.append(record)
+            history += [{"step": step, **r} for r in state.history]
+            if self.memory is not None:
+                self.select_exemplars(model, train, candidates, range(low, high), high,
+                                      step_seed)
+            save_step_end(ctx, step, model, self.memory.state_dict() if self.memory else None,
+                          records, history, metrics)
+            log.info("step %d/%d: classes %s, top-1 on %d seen classes %.4f, ECE %.4f",
+                     step + 1, len(ranges), order[low:high], high, record["top1"],
+                     record["ece"])
+
+        results = ctx.write_results(
+            **metrics, history=history, status="completed",
+            continual=continual_section(records, order),
+            timings={"train_s": sum(r["train_s"] for r in records),
+                     "eval_s": sum(r["eval_s"] for r in records),
+                     "samples_per_s": sum(h["samples"] for h in history)
+                     / max(sum(r["train_s"] for r in records), 1e-9),
+                     "processes": info.world_size})
+        ctx.logger.log_results(results, None)
+        return results
+
+    @torch.no_grad()
+    def select_exemplars(self, model, train, candidates: InMemoryLoader, new: range,
+                         seen: int, seed: int) -> None:
+        """The memory after a step: herding on the model's features (no augmentation), or a
+        random choice seeded by the step."""
+        model.eval()
+
+        def features(rows):
+            return torch.cat([model.forward_features(candidates.fetch(chunk, augment=False)[0])
+                              for chunk in rows.split(candidates.batch_size)])
+
+        by_class = {c: rows_of(train, c, c + 1) for c in new}
+        self.memory.update(new, seen, {c: r.to(candidates.device) for c, r in by_class.items()},
+                           features, torch.Generator().manual_seed(seed))

@@ -1,0 +1,170 @@
+"""Online class-incremental learning (``protocol=online``): one pass over a stream whose
+classes arrive ``increment`` at a time (order from ``class_order_seed``); every stream batch
+(``stream_batch`` samples) is trained on together with ``memory_batch`` samples retrieved at
+random from a reservoir buffer of ``memory`` samples, which then sees the stream batch
+(Experience Replay in Mai et al.'s online protocol). The head has every class from the start.
+After each step (the stream's share of its classes) the model is tested on every class seen
+so far. The method of ``+method=`` trains on each joined batch (``dualmix`` mixes old with
+new samples there).
+
+Where this differs from Mai et al.'s code: the stream and memory batches are one batch (the
+mean loss over both), where ER there sums the two batches' mean losses."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+
+import torch
+
+from mixbench.components import build_components
+from mixbench.continual.classes import class_order, relabel, rows_of, step_sizes
+from mixbench.continual.memory import ReservoirBuffer
+from mixbench.continual.steps import (continual_section, resume_point, save_step_end,
+                                      step_accuracies)
+from mixbench.data import InMemoryLoader, make_loader
+from mixbench.engine.checkpoint import CHECKPOINT_NAME, restore_model
+from mixbench.engine.context import RunContext
+from mixbench.engine.fit import FitState, Training, fit, fit_state
+from mixbench.engine.seeding import epoch_seed, seed_everything
+from mixbench.errors import ConfigError
+from mixbench.protocols.base import Protocol
+from mixbench.registry import PROTOCOLS
+from mixbench.tasks import require_task, task_for
+
+log = logging.getLogger(__name__)
+
+
+class ReplayStream:
+    """One pass over ``rows`` (training rows, in stream order) in batches of
+    ``stream_batch``, each joined by up to ``memory_batch`` rows drawn from ``buffer``; the
+    buffer is offered each stream batch after the step that trained on it."""
+
+    def __init__(self, rows: torch.Tensor, loader: InMemoryLoader, buffer: ReservoirBuffer,
+                 stream_batch: int, memory_batch: int, generator: torch.Generator):
+        self.rows, self.loader, self.buffer = rows, loader, buffer
+        self.stream_batch, self.memory_batch, self.generator = (stream_batch, memory_batch,
+                                                                generator)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.rows) / self.stream_batch)
+
+    def __iter__(self):
+        for i in range(len(self)):
+            new = self.rows[i * self.stream_batch:(i + 1) * self.stream_batch]
+            rows = torch.cat([new, self.buffer.sample(self.memory_batch, self.generator)])
+            device = self.loader.device
+            if device.type == "cuda":  # a pinned copy is queued, a pageable one waits
+                rows = rows.pin_memory()
+            yield self.loader.fetch(rows.to(device, non_blocking=True))
+            self.buffer.add(new, self.generator)
+
+
+@PROTOCOLS.register("online")
+class Online(Protocol):
+    name = "online"
+
+    def __init__(self, *, increment: int = 2, class_order_seed: int | None = 1993,
+                 memory: int = 200, stream_batch: int = 10, memory_batch: int = 10):
+        if stream_batch < 1 or memory_batch < 0:
+            raise ConfigError(f"protocol.stream_batch must be >= 1 and protocol.memory_batch "
+                              f">= 0, got {stream_batch} and {memory_batch}")
+        self.increment, self.seed = increment, class_order_seed
+        self.buffer = ReservoirBuffer(memory)
+        self.stream_batch, self.memory_batch = stream_batch, memory_batch
+
+    def __call__(self, ctx: RunContext) -> dict:
+        cfg, t, info = ctx.cfg, ctx.cfg.trainer, ctx.info
+        if info.enabled:
+            raise ConfigError("protocol=online trains on one stream in one process; use "
+                              "trainer.devices=1")
+        seed_everything(cfg.seed)
+        parts = build_components(cfg, ctx.device)
+        require_task(parts.task, "classification", "protocol=online")
+        data, model = parts.data, parts.model
+        order = class_order(data.num_classes, self.seed)
+        ends = torch.tensor(step_sizes(data.num_classes, self.increment,
+                                       self.increment)).cumsum(0)
+        ranges = [(0 if i == 0 else int(ends[i - 1]), int(end)) for i, end in enumerate(ends)]
+        train, val, test = (relabel(s, order) for s in (data.train, data.val, data.test))
+        stream_data = dataclasses.replace(data, train=train, val=val, test=test)
+        fetch = make_loader(stream_data, "train", self.stream_batch, train=True,
+                            device=ctx.device)  # (its augmentation; rows come from the stream)
+        total = sum(math.ceil(len(rows_of(train, a, b)) / self.stream_batch) for a, b in ranges)
+        training = Training.build(ctx, parts, total, 1)  # one schedule over the whole stream
+
+        start = resume_point(ctx)
+        records, history, metrics = start.records, start.history, start.metrics
+        if start.model is not None:
+            restore_model(model, start.model, "the previous step's checkpoint")
+            training.load_state_dict(start.memory["training"], "the previous step's checkpoint")
+        if start.memory is not None:
+            self.buffer.load_state_dict(start.memory["buffer"])
+        if start.inside is not None:
+            training.load_state_dict(start.inside, ctx.run_dir / CHECKPOINT_NAME)
+        training.wrap(ctx)
+        ctx.write_results(task=parts.task.name)
+        log.info("run %s: a stream of %d steps of classes %s, memory %d, method %s",
+                 ctx.run_dir, len(ranges), [b - a for a, b in ranges], self.buffer.size,
+                 cfg.method.name)
+
+        for step in range(start.step, len(ranges)):
+            low, high = ranges[step]
+            step_seed = epoch_seed(cfg.seed, step)  # the step's draws, the same on resume
+            generator = torch.Generator().manual_seed(step_seed)
+            rows = rows_of(train, low, high)
+            rows = rows[torch.randperm(len(rows), generator=generator)]
+            stream = ReplayStream(rows, fetch, self.buffer, self.stream_batch,
+                                  self.memory_batch, generator)
+            seen = dataclasses.replace(data, val=val.subset(rows_of(val, 0, high)),
+                                       test=test.subset(rows_of(test, 0, high)))
+            task = task_for(seen)
+            val_loader, test_loader = (make_loader(seen, split, t.eval_batch_size, train=False,
+                                                   device=ctx.device)
+                                       for split in ("val", "test"))
+            training.method.start_step(low)
+            training.method.setup(seen, stream)
+            state = FitState()
+            if start.inside is not None and step == start.step:
+                state = fit_state(start.inside)
+
+            def memory_state():
+                return {"buffer": self.buffer.state_dict(), "training": training.state_dict()}
+
+            state = fit(ctx, training, task, stream, test_loader, epochs=1,
+                        seed=step_seed, state=state,
+                        checkpoint=ctx.run_dir / CHECKPOINT_NAME,
+                        extra_state=lambda: {"step": step, "memory": memory_state(),
+                                             "records": records, "past_history": history})
+            eval_start = time.perf_counter()
+            last = step == len(ranges) - 1
+            metrics = task.evaluate(model, val_loader, test_loader, ctx.device,
+                                    n_bins=cfg.eval.n_bins, autocast=ctx.autocast,
+                                    figure_path=ctx.run_dir / "reliability.png"
+                                    if last else None)
+            record = {"step": step, "classes": order[low:high], "seen": high,
+                      "train_s": state.train_s, "samples": len(rows),
+                      "memory_size": len(self.buffer.rows),
+                      **step_accuracies(model, test_loader, ranges[:step + 1], ctx.device,
+                                        ctx.autocast, info),
+                      "top1": metrics["test"]["top1"], "ece": metrics["test"]["ece"],
+                      "nll": metrics["test"]["nll"], "ts_ece": metrics["test_ts"]["ece"],
+                      "temperature": metrics["temperature"],
+                      "eval_s": time.perf_counter() - eval_start}
+            records.append(record)
+            history += [{"step": step, **r} for r in state.history]
+            save_step_end(ctx, step, model, memory_state(), records, history, metrics)
+            log.info("step %d/%d: classes %s, top-1 on %d seen classes %.4f, ECE %.4f",
+                     step + 1, len(ranges), order[low:high], high, record["top1"],
+                     record["ece"])
+
+        train_s = sum(r["train_s"] for r in records)
+        results = ctx.write_results(
+            **metrics, history=history, status="completed",
+            continual=continual_section(records, order),
+            timings={"train_s": train_s, "eval_s": sum(r["eval_s"] for r in records),
+                     "samples_per_s": sum(h["samples"] for h in history) / max(train_s, 1e-9),
+                     "processes": 1})
+        ctx.logger.log_results(results, None)
+        return results
