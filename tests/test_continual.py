@@ -374,6 +374,13 @@ def test_leaderboard_rows_keep_learners_apart(tmp_path):
     table = summarize(runs, columns, groups)
     assert sorted(table["protocol.learner"]) == ["replay", "wa"]
 
+    from test_results import leaderboard
+
+    assert leaderboard(str(tmp_path), "--out", str(tmp_path / "board")) == 0
+    text = (tmp_path / "board" / "leaderboard.md").read_text()
+    assert "## class_incremental · classification" in text and "avg inc. acc % ↑" in text
+    assert 'alt="accuracy per step"' in (tmp_path / "board" / "leaderboard.html").read_text()
+
 
 def test_online_refuses_several_processes(tmp_path):
     from mixbench.engine.context import prepare

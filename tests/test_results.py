@@ -214,3 +214,18 @@ def test_regression_runs_compare_to_the_shipped_cmixup_table(tmp_path):
     assert table.loc["cmixup", "ref_rmse"] == pytest.approx(2.717)
     assert table.loc["erm", "delta_rmse"] == pytest.approx(3.0 - 2.901)
     assert "published RMSE" in out.stdout
+
+
+def test_a_continual_reference_matches_on_the_protocol_options():
+    summary = pd.DataFrame({"dataset": ["cifar100"] * 2, "backbone": ["resnet32"] * 2,
+                            "method": ["erm"] * 2, "protocol.learner": ["kd", "wa"],
+                            "protocol.increment": ["20", "20"],
+                            "avg_incremental_acc": [0.60, 0.72]})
+    reference = pd.read_csv(ROOT / "benchmarks/reference/wa_cifar100.csv")
+    columns = columns_for("classification", summary)
+    assert columns[0].key == "avg_incremental_acc"
+    merged = attach_reference(summary, reference, columns[0],
+                              ["dataset", "backbone", "method", "protocol.learner",
+                               "protocol.increment"])
+    assert list(merged["ref_avg_incremental_acc"]) == pytest.approx([0.6184, 0.70])
+    assert list(merged["delta_avg_incremental_acc"]) == pytest.approx([-0.0184, 0.02])

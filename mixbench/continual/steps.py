@@ -8,6 +8,7 @@ memory after it, the records up to it). A run resumes after the last step that e
 inside the step ``last.pt`` belongs to."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from mixbench.config import check_same_experiment
 from mixbench.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from mixbench.engine.context import RunContext
 from mixbench.eval.evaluate import predict
+from mixbench.results.record import completed_record
 
 STEPS_DIR = "steps"
 
@@ -66,6 +68,35 @@ def save_step_end(ctx: RunContext, step: int, model: torch.nn.Module, memory: di
     ctx.save_checkpoint(path, {"step": step, "model": model.state_dict(), "memory": memory,
                                "records": records, "history": history, "metrics": metrics,
                                "config": ctx.config})
+
+
+def evaluate_step(ctx: RunContext, task, model, val_loader, test_loader,
+                  ranges: list[tuple[int, int]], last: bool) -> tuple[dict, dict]:
+    """After a step: the task's evaluation on the seen classes (the reliability diagram of
+    the last step), and the step's record of it."""
+    start = time.perf_counter()
+    metrics = task.evaluate(model, val_loader, test_loader, ctx.device, n_bins=ctx.cfg.eval.n_bins,
+                            autocast=ctx.autocast, info=ctx.info,
+                            figure_path=ctx.run_dir / "reliability.png"
+                            if last and ctx.main else None)
+    record = {**step_accuracies(model, test_loader, ranges, ctx.device, ctx.autocast, ctx.info),
+              "top1": metrics["test"]["top1"], "ece": metrics["test"]["ece"],
+              "nll": metrics["test"]["nll"], "ts_ece": metrics["test_ts"]["ece"],
+              "temperature": metrics["temperature"], "eval_s": time.perf_counter() - start}
+    return metrics, record
+
+
+def finish(ctx: RunContext, metrics: dict, records: list[dict], history: list[dict],
+           class_order: list[int]) -> dict:
+    """The completed results.json: the last step's evaluation, every step's history and
+    timings (the one record builder), and the ``continual`` section."""
+    ctx.record = completed_record(ctx.record, metrics=metrics, history=history,
+                                  train_s=sum(r["train_s"] for r in records),
+                                  eval_s=sum(r["eval_s"] for r in records),
+                                  processes=ctx.info.world_size)
+    results = ctx.write_results(continual=continual_section(records, class_order))
+    ctx.logger.log_results(results, None)
+    return results
 
 
 def step_accuracies(model, test_loader, ranges: list[tuple[int, int]], device, autocast,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import time
 
 import torch
 from omegaconf import OmegaConf
@@ -23,8 +22,7 @@ from mixbench.continual.classes import class_order, relabel, rows_of, step_sizes
 from mixbench.continual.distill import Distilled
 from mixbench.continual.head import clip_head_weights, grow_head, row_norms, weight_align
 from mixbench.continual.memory import ExemplarMemory
-from mixbench.continual.steps import (continual_section, resume_point, save_step_end,
-                                      step_accuracies)
+from mixbench.continual.steps import evaluate_step, finish, resume_point, save_step_end
 from mixbench.data import InMemoryLoader, make_loader
 from mixbench.engine.checkpoint import CHECKPOINT_NAME, restore_model
 from mixbench.engine.context import RunContext
@@ -150,18 +148,9 @@ class ClassIncremental(Protocol):
                     record["gamma"] = weight_align(model.head, low)
                 after = row_norms(model.head, low)
                 record["norm_ratio_after"] = after[1] / after[0]
-            eval_start = time.perf_counter()
-            last = step == len(ranges) - 1
-            metrics = task.evaluate(model, val_loader, test_loader, ctx.device,
-                                    n_bins=cfg.eval.n_bins, autocast=ctx.autocast, info=info,
-                                    figure_path=ctx.run_dir / "reliability.png"
-                                    if last and ctx.main else None)
-            record.update(step_accuracies(model, test_loader, ranges[:step + 1], ctx.device,
-                                          ctx.autocast, info),
-                          top1=metrics["test"]["top1"], ece=metrics["test"]["ece"],
-                          nll=metrics["test"]["nll"], ts_ece=metrics["test_ts"]["ece"],
-                          temperature=metrics["temperature"],
-                          eval_s=time.perf_counter() - eval_start)
+            metrics, evaluation = evaluate_step(ctx, task, model, val_loader, test_loader,
+                                                ranges[:step + 1], step == len(ranges) - 1)
+            record.update(evaluation)
             records.append(record)
             history += [{"step": step, **r} for r in state.history]
             if self.memory is not None:
@@ -173,16 +162,7 @@ class ClassIncremental(Protocol):
                      step + 1, len(ranges), order[low:high], high, record["top1"],
                      record["ece"])
 
-        results = ctx.write_results(
-            **metrics, history=history, status="completed",
-            continual=continual_section(records, order),
-            timings={"train_s": sum(r["train_s"] for r in records),
-                     "eval_s": sum(r["eval_s"] for r in records),
-                     "samples_per_s": sum(h["samples"] for h in history)
-                     / max(sum(r["train_s"] for r in records), 1e-9),
-                     "processes": info.world_size})
-        ctx.logger.log_results(results, None)
-        return results
+        return finish(ctx, metrics, records, history, order)
 
     @torch.no_grad()
     def select_exemplars(self, model, train, candidates: InMemoryLoader, new: range,

@@ -14,15 +14,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import time
 
 import torch
 
 from mixbench.components import build_components
 from mixbench.continual.classes import class_order, relabel, rows_of, step_sizes
 from mixbench.continual.memory import ReservoirBuffer
-from mixbench.continual.steps import (continual_section, resume_point, save_step_end,
-                                      step_accuracies)
+from mixbench.continual.steps import evaluate_step, finish, resume_point, save_step_end
 from mixbench.data import InMemoryLoader, make_loader
 from mixbench.engine.checkpoint import CHECKPOINT_NAME, restore_model
 from mixbench.engine.context import RunContext
@@ -117,7 +115,7 @@ class Online(Protocol):
             rows = rows[torch.randperm(len(rows), generator=generator)]
             stream = ReplayStream(rows, fetch, self.buffer, self.stream_batch,
                                   self.memory_batch, generator)
-            seen = dataclasses.replace(data, val=val.subset(rows_of(val, 0, high)),
+            seen = dataclasses.replace(stream_data, val=val.subset(rows_of(val, 0, high)),
                                        test=test.subset(rows_of(test, 0, high)))
             task = task_for(seen)
             val_loader, test_loader = (make_loader(seen, split, t.eval_batch_size, train=False,
@@ -137,21 +135,11 @@ class Online(Protocol):
                         checkpoint=ctx.run_dir / CHECKPOINT_NAME,
                         extra_state=lambda: {"step": step, "memory": memory_state(),
                                              "records": records, "past_history": history})
-            eval_start = time.perf_counter()
-            last = step == len(ranges) - 1
-            metrics = task.evaluate(model, val_loader, test_loader, ctx.device,
-                                    n_bins=cfg.eval.n_bins, autocast=ctx.autocast,
-                                    figure_path=ctx.run_dir / "reliability.png"
-                                    if last else None)
+            metrics, evaluation = evaluate_step(ctx, task, model, val_loader, test_loader,
+                                                ranges[:step + 1], step == len(ranges) - 1)
             record = {"step": step, "classes": order[low:high], "seen": high,
                       "train_s": state.train_s, "samples": len(rows),
-                      "memory_size": len(self.buffer.rows),
-                      **step_accuracies(model, test_loader, ranges[:step + 1], ctx.device,
-                                        ctx.autocast, info),
-                      "top1": metrics["test"]["top1"], "ece": metrics["test"]["ece"],
-                      "nll": metrics["test"]["nll"], "ts_ece": metrics["test_ts"]["ece"],
-                      "temperature": metrics["temperature"],
-                      "eval_s": time.perf_counter() - eval_start}
+                      "memory_size": len(self.buffer.rows), **evaluation}
             records.append(record)
             history += [{"step": step, **r} for r in state.history]
             save_step_end(ctx, step, model, memory_state(), records, history, metrics)
@@ -159,12 +147,4 @@ class Online(Protocol):
                      step + 1, len(ranges), order[low:high], high, record["top1"],
                      record["ece"])
 
-        train_s = sum(r["train_s"] for r in records)
-        results = ctx.write_results(
-            **metrics, history=history, status="completed",
-            continual=continual_section(records, order),
-            timings={"train_s": train_s, "eval_s": sum(r["eval_s"] for r in records),
-                     "samples_per_s": sum(h["samples"] for h in history) / max(train_s, 1e-9),
-                     "processes": 1})
-        ctx.logger.log_results(results, None)
-        return results
+        return finish(ctx, metrics, records, history, order)

@@ -170,8 +170,10 @@ def attach_reference(summary: pd.DataFrame, reference: pd.DataFrame, primary: Co
     reference = reference[keys + [primary.key]].rename(columns={primary.key: f"ref_{primary.key}"})
     reference[f"ref_{primary.key}"] = reference[f"ref_{primary.key}"] / primary.scale
     reference = reference.drop_duplicates(keys)
-    merged = summary.merge(reference.astype({k: summary[k].dtype for k in keys}), on=keys,
-                           how="left")
+    # protocol options are text in the run table (see _cell); numbers elsewhere
+    reference = reference.astype({k: str if summary[k].dtype == object else summary[k].dtype
+                                  for k in keys})
+    merged = summary.merge(reference, on=keys, how="left")
     merged[f"delta_{primary.key}"] = merged[primary.key] - merged[f"ref_{primary.key}"]
     return merged
 
