@@ -239,6 +239,14 @@ def test_every_learner_runs_its_steps_and_reports_the_continual_numbers(learner,
     assert [h["step"] for h in results["history"]] == [0, 1]
 
 
+@pytest.mark.parametrize("method", ["mixup_cutmix", "manifoldmix", "regmixup", "rankmixup",
+                                    "dualmix"])
+def test_mixers_with_their_own_step_train_inside_distilling_steps(method, tmp_path):
+    results = train(continual_cfg("protocol.learner=wa", f"+method={method}"), tmp_path)
+    assert results["status"] == "completed"
+    assert results["continual"]["steps"][1]["norm_ratio_after"] == pytest.approx(1, abs=1e-5)
+
+
 def test_weight_clipping_keeps_the_head_non_negative(tmp_path):
     train(continual_cfg("protocol.learner=wa", "protocol.clip_weights=true"), tmp_path)
     from mixbench.engine.checkpoint import load_checkpoint
