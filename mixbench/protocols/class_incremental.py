@@ -71,7 +71,7 @@ class ClassIncremental(Protocol):
         return self.later.get("epochs") or cfg.trainer.epochs, *merged
 
     def __call__(self, ctx: RunContext) -> dict:
-        cfg, t, info = ctx.cfg, ctx.cfg.trainer, ctx.info
+        cfg, t = ctx.cfg, ctx.cfg.trainer
         seed_everything(cfg.seed)
         parts = build_components(cfg, ctx.device)
         require_task(parts.task, "classification", "protocol=class_incremental")
@@ -102,19 +102,14 @@ class ClassIncremental(Protocol):
             seed_everything(step_seed)
             teacher = copy.deepcopy(model) if step > 0 and self.learner in ("kd", "wa") else None
             grow_head(model, high)
-            memory_rows = self.memory.indices() if self.memory is not None and step else None
-            rows = rows_of(train, low, high)
-            if memory_rows is not None:
-                rows = torch.cat([rows, memory_rows])
+            rows = rows_of(train, low, high)  # the step's classes, and the exemplars
+            if self.memory is not None:
+                rows = torch.cat([rows, self.memory.indices()])
             step_data = dataclasses.replace(
                 data, train=train.subset(rows), val=val.subset(rows_of(val, 0, high)),
                 test=test.subset(rows_of(test, 0, high)), num_classes=high)
             task = task_for(step_data)
-            train_loader = make_loader(step_data, "train", t.batch_size, train=True,
-                                       device=ctx.device, shard=info, seed=cfg.seed)
-            val_loader, test_loader = (
-                make_loader(step_data, split, t.eval_batch_size, train=False,
-                            device=ctx.device, shard=info) for split in ("val", "test"))
+            train_loader, val_loader, test_loader = step_loaders(ctx, step_data)
             method = METHODS.build(cfg.method, num_classes=high)
             if teacher is not None:
                 method = Distilled(method, teacher, low, self.temperature)
@@ -140,14 +135,8 @@ class ClassIncremental(Protocol):
                 clipping.remove()
 
             record = {"step": step, "classes": order[low:high], "seen": high,
-                      "epochs": epochs, "train_s": state.train_s, "samples": len(rows)}
-            if step > 0:
-                before = row_norms(model.head, low)
-                record["norm_ratio_before"] = before[1] / before[0]
-                if self.learner == "wa":
-                    record["gamma"] = weight_align(model.head, low)
-                after = row_norms(model.head, low)
-                record["norm_ratio_after"] = after[1] / after[0]
+                      "epochs": epochs, "train_s": state.train_s, "samples": len(rows),
+                      **(self.align_head(model.head, low) if step else {})}
             metrics, evaluation = evaluate_step(ctx, task, model, val_loader, test_loader,
                                                 ranges[:step + 1], step == len(ranges) - 1)
             record.update(evaluation)
@@ -164,6 +153,16 @@ class ClassIncremental(Protocol):
 
         return finish(ctx, metrics, records, history, order)
 
+    def align_head(self, head, n_old: int) -> dict:
+        """The new rows' mean norm over the old rows', before and after Weight Aligning
+        (``wa``: γ too; the other learners leave the head as it is)."""
+        old, new = row_norms(head, n_old)
+        aligned = {"norm_ratio_before": new / old}
+        if self.learner == "wa":
+            aligned["gamma"] = weight_align(head, n_old)
+            old, new = row_norms(head, n_old)
+        return {**aligned, "norm_ratio_after": new / old}
+
     @torch.no_grad()
     def select_exemplars(self, model, train, candidates: InMemoryLoader, new: range,
                          seen: int, seed: int) -> None:
@@ -178,3 +177,13 @@ class ClassIncremental(Protocol):
         by_class = {c: rows_of(train, c, c + 1) for c in new}
         self.memory.update(new, seen, {c: r.to(candidates.device) for c, r in by_class.items()},
                            features, torch.Generator().manual_seed(seed))
+
+
+def step_loaders(ctx: RunContext, data):
+    """A step's training loader (its new classes and the exemplars) and the evaluation
+    loaders of the classes seen so far."""
+    t = ctx.cfg.trainer
+    train = make_loader(data, "train", t.batch_size, train=True, device=ctx.device,
+                        shard=ctx.info, seed=ctx.cfg.seed)
+    return (train, *(make_loader(data, split, t.eval_batch_size, train=False, device=ctx.device,
+                                 shard=ctx.info) for split in ("val", "test")))
