@@ -3,6 +3,9 @@ so that the classes of step t are labels seen_{t-1} .. seen_t - 1 (earlier steps
 smaller labels, as PyCIL and Avalanche number them)."""
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -45,3 +48,38 @@ def relabel(split: Split, order: list[int]) -> Split:
 def rows_of(split: Split, low: int, high: int) -> torch.Tensor:
     """The rows of a relabelled split whose class is in [low, high)."""
     return torch.nonzero((split.y >= low) & (split.y < high)).flatten()
+
+
+@dataclass
+class ClassSteps:
+    """A dataset cut into steps of classes: the order the classes arrive in, each step's label
+    range [low, high), and the splits relabelled in that order."""
+
+    order: list[int]
+    ranges: list[tuple[int, int]]
+    data: object  # the DataBundle with relabelled splits
+
+    @classmethod
+    def of(cls, data, seed: int | None, initial: int, increment: int) -> "ClassSteps":
+        order = class_order(data.num_classes, seed)
+        ranges, low = [], 0
+        for size in step_sizes(data.num_classes, initial, increment):
+            ranges.append((low, low + size))
+            low += size
+        relabelled = dataclasses.replace(data, **{name: relabel(split, order)
+                                                  for name, split in data.splits().items()})
+        return cls(order, ranges, relabelled)
+
+    def classes(self, step: int) -> list[int]:
+        """The original ids of a step's classes."""
+        low, high = self.ranges[step]
+        return self.order[low:high]
+
+    def seen(self, step: int, train_rows: torch.Tensor | None = None):
+        """The data of a step: ``train_rows`` of the training split (all of it when None),
+        the validation and test samples of every class seen by the end of the step."""
+        data, high = self.data, self.ranges[step][1]
+        train = data.train if train_rows is None else data.train.subset(train_rows)
+        return dataclasses.replace(data, train=train,
+                                   val=data.val.subset(rows_of(data.val, 0, high)),
+                                   test=data.test.subset(rows_of(data.test, 0, high)))

@@ -99,6 +99,11 @@ def finish(ctx: RunContext, metrics: dict, records: list[dict], history: list[di
     return results
 
 
+def log_step(log, step: int, steps: int, classes: list[int], record: dict) -> None:
+    log.info("step %d/%d: classes %s, top-1 on %d seen classes %.4f, ECE %.4f", step + 1,
+             steps, classes, record["seen"], record["top1"], record["ece"])
+
+
 def step_accuracies(model, test_loader, ranges: list[tuple[int, int]], device, autocast,
                     info) -> dict:
     """From one pass over the test samples of the seen classes: the accuracy on each step's

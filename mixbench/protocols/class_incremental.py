@@ -18,11 +18,12 @@ import torch
 from omegaconf import OmegaConf
 
 from mixbench.components import METHODS, build_components
-from mixbench.continual.classes import class_order, relabel, rows_of, step_sizes
+from mixbench.continual.classes import ClassSteps, rows_of
 from mixbench.continual.distill import Distilled
 from mixbench.continual.head import clip_head_weights, grow_head, row_norms, weight_align
 from mixbench.continual.memory import ExemplarMemory
-from mixbench.continual.steps import evaluate_step, finish, resume_point, save_step_end
+from mixbench.continual.steps import (evaluate_step, finish, log_step, resume_point,
+                                      save_step_end)
 from mixbench.data import InMemoryLoader, make_loader
 from mixbench.engine.checkpoint import CHECKPOINT_NAME, restore_model
 from mixbench.engine.context import RunContext
@@ -75,11 +76,9 @@ class ClassIncremental(Protocol):
         seed_everything(cfg.seed)
         parts = build_components(cfg, ctx.device)
         require_task(parts.task, "classification", "protocol=class_incremental")
-        data, model = parts.data, parts.model
-        order = class_order(data.num_classes, self.seed)
-        ends = torch.tensor(step_sizes(data.num_classes, self.initial, self.increment)).cumsum(0)
-        ranges = [(0 if i == 0 else int(ends[i - 1]), int(end)) for i, end in enumerate(ends)]
-        train, val, test = (relabel(s, order) for s in (data.train, data.val, data.test))
+        model = parts.model
+        steps = ClassSteps.of(parts.data, self.seed, self.initial, self.increment)
+        ranges, data, train = steps.ranges, steps.data, steps.data.train
         candidates = InMemoryLoader(train, t.eval_batch_size, shuffle=False, drop_last=False,
                                     device=ctx.device, mean=data.mean, std=data.std)
 
@@ -105,9 +104,7 @@ class ClassIncremental(Protocol):
             rows = rows_of(train, low, high)  # the step's classes, and the exemplars
             if self.memory is not None:
                 rows = torch.cat([rows, self.memory.indices()])
-            step_data = dataclasses.replace(
-                data, train=train.subset(rows), val=val.subset(rows_of(val, 0, high)),
-                test=test.subset(rows_of(test, 0, high)), num_classes=high)
+            step_data = dataclasses.replace(steps.seen(step, rows), num_classes=high)
             task = task_for(step_data)
             train_loader, val_loader, test_loader = step_loaders(ctx, step_data)
             method = METHODS.build(cfg.method, num_classes=high)
@@ -134,7 +131,7 @@ class ClassIncremental(Protocol):
             if clipping is not None:
                 clipping.remove()
 
-            record = {"step": step, "classes": order[low:high], "seen": high,
+            record = {"step": step, "classes": steps.classes(step), "seen": high,
                       "epochs": epochs, "train_s": state.train_s, "samples": len(rows),
                       **(self.align_head(model.head, low) if step else {})}
             metrics, evaluation = evaluate_step(ctx, task, model, val_loader, test_loader,
@@ -147,11 +144,9 @@ class ClassIncremental(Protocol):
                                       step_seed)
             save_step_end(ctx, step, model, self.memory.state_dict() if self.memory else None,
                           records, history, metrics)
-            log.info("step %d/%d: classes %s, top-1 on %d seen classes %.4f, ECE %.4f",
-                     step + 1, len(ranges), order[low:high], high, record["top1"],
-                     record["ece"])
+            log_step(log, step, len(ranges), steps.classes(step), record)
 
-        return finish(ctx, metrics, records, history, order)
+        return finish(ctx, metrics, records, history, steps.order)
 
     def align_head(self, head, n_old: int) -> dict:
         """The new rows' mean norm over the old rows', before and after Weight Aligning

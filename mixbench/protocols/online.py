@@ -11,18 +11,18 @@ Where this differs from Mai et al.'s code: the stream and memory batches are one
 mean loss over both), where ER there sums the two batches' mean losses."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 
 import torch
 
 from mixbench.components import build_components
-from mixbench.continual.classes import class_order, relabel, rows_of, step_sizes
+from mixbench.continual.classes import ClassSteps, rows_of
 from mixbench.continual.memory import ReservoirBuffer
-from mixbench.continual.steps import evaluate_step, finish, resume_point, save_step_end
+from mixbench.continual.steps import (evaluate_step, finish, log_step, resume_point,
+                                      save_step_end)
 from mixbench.data import InMemoryLoader, make_loader
-from mixbench.engine.checkpoint import CHECKPOINT_NAME, restore_model
+from mixbench.engine.checkpoint import CHECKPOINT_NAME
 from mixbench.engine.context import RunContext
 from mixbench.engine.fit import FitState, Training, fit, fit_state
 from mixbench.engine.seeding import epoch_seed, seed_everything
@@ -80,27 +80,22 @@ class Online(Protocol):
         seed_everything(cfg.seed)
         parts = build_components(cfg, ctx.device)
         require_task(parts.task, "classification", "protocol=online")
-        data, model = parts.data, parts.model
-        order = class_order(data.num_classes, self.seed)
-        ends = torch.tensor(step_sizes(data.num_classes, self.increment,
-                                       self.increment)).cumsum(0)
-        ranges = [(0 if i == 0 else int(ends[i - 1]), int(end)) for i, end in enumerate(ends)]
-        train, val, test = (relabel(s, order) for s in (data.train, data.val, data.test))
-        stream_data = dataclasses.replace(data, train=train, val=val, test=test)
-        fetch = make_loader(stream_data, "train", self.stream_batch, train=True,
+        model = parts.model
+        steps = ClassSteps.of(parts.data, self.seed, self.increment, self.increment)
+        ranges, train = steps.ranges, steps.data.train
+        fetch = make_loader(steps.data, "train", self.stream_batch, train=True,
                             device=ctx.device)  # (its augmentation; rows come from the stream)
         total = sum(math.ceil(len(rows_of(train, a, b)) / self.stream_batch) for a, b in ranges)
         training = Training.build(ctx, parts, total, 1)  # one schedule over the whole stream
 
         start = resume_point(ctx)
         records, history, metrics = start.records, start.history, start.metrics
-        if start.model is not None:
-            restore_model(model, start.model, "the previous step's checkpoint")
+        if start.inside is not None:  # stopped during a step: its checkpoint
+            training.load_state_dict(start.inside, ctx.run_dir / CHECKPOINT_NAME)
+        elif start.model is not None:  # after a step that ended: model, optimiser, method
             training.load_state_dict(start.memory["training"], "the previous step's checkpoint")
         if start.memory is not None:
             self.buffer.load_state_dict(start.memory["buffer"])
-        if start.inside is not None:
-            training.load_state_dict(start.inside, ctx.run_dir / CHECKPOINT_NAME)
         training.wrap(ctx)
         ctx.write_results(task=parts.task.name)
         log.info("run %s: a stream of %d steps of classes %s, memory %d, method %s",
@@ -115,8 +110,7 @@ class Online(Protocol):
             rows = rows[torch.randperm(len(rows), generator=generator)]
             stream = ReplayStream(rows, fetch, self.buffer, self.stream_batch,
                                   self.memory_batch, generator)
-            seen = dataclasses.replace(stream_data, val=val.subset(rows_of(val, 0, high)),
-                                       test=test.subset(rows_of(test, 0, high)))
+            seen = steps.seen(step)
             task = task_for(seen)
             val_loader, test_loader = (make_loader(seen, split, t.eval_batch_size, train=False,
                                                    device=ctx.device)
@@ -127,24 +121,23 @@ class Online(Protocol):
             if start.inside is not None and step == start.step:
                 state = fit_state(start.inside)
 
-            def memory_state():
-                return {"buffer": self.buffer.state_dict(), "training": training.state_dict()}
-
             state = fit(ctx, training, task, stream, test_loader, epochs=1,
                         seed=step_seed, state=state,
                         checkpoint=ctx.run_dir / CHECKPOINT_NAME,
-                        extra_state=lambda: {"step": step, "memory": memory_state(),
+                        extra_state=lambda: {"step": step,
+                                             "memory": {"buffer": self.buffer.state_dict()},
                                              "records": records, "past_history": history})
             metrics, evaluation = evaluate_step(ctx, task, model, val_loader, test_loader,
                                                 ranges[:step + 1], step == len(ranges) - 1)
-            record = {"step": step, "classes": order[low:high], "seen": high,
+            record = {"step": step, "classes": steps.classes(step), "seen": high,
                       "train_s": state.train_s, "samples": len(rows),
                       "memory_size": len(self.buffer.rows), **evaluation}
             records.append(record)
             history += [{"step": step, **r} for r in state.history]
-            save_step_end(ctx, step, model, memory_state(), records, history, metrics)
-            log.info("step %d/%d: classes %s, top-1 on %d seen classes %.4f, ECE %.4f",
-                     step + 1, len(ranges), order[low:high], high, record["top1"],
-                     record["ece"])
+            # the step's end carries the optimiser too: the stream's next step continues it
+            save_step_end(ctx, step, model, {"buffer": self.buffer.state_dict(),
+                                             "training": training.state_dict()},
+                          records, history, metrics)
+            log_step(log, step, len(ranges), steps.classes(step), record)
 
-        return finish(ctx, metrics, records, history, order)
+        return finish(ctx, metrics, records, history, steps.order)
