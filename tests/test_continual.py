@@ -388,6 +388,15 @@ def test_leaderboard_rows_keep_learners_apart(tmp_path):
     text = (tmp_path / "board" / "leaderboard.md").read_text()
     assert "## class_incremental · classification" in text and "avg inc. acc % ↑" in text
     assert 'alt="accuracy per step"' in (tmp_path / "board" / "leaderboard.html").read_text()
+    # every step of every learner, averaged over its seeds, in step order
+    from mixbench.results.table import summarize_steps
+
+    steps = summarize_steps(runs, ["protocol.learner"])
+    assert list(zip(steps["protocol.learner"], steps["step"])) == [
+        ("replay", 1), ("replay", 2), ("wa", 1), ("wa", 2)]
+    assert list(steps["seen"]) == [5, 10, 5, 10]
+    assert steps["norm_ratio_after"].iloc[3] == pytest.approx(1.0, abs=1e-5)
+    assert "### class_incremental: after each step" in text
 
 
 def test_online_refuses_several_processes(tmp_path):

@@ -20,9 +20,10 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mixbench.results.html import render_html  # noqa: E402
+from mixbench.results.columns import STEP_COLUMNS  # noqa: E402
 from mixbench.results.table import (IDENTITY, SECTION, attach_reference,  # noqa: E402
                                     columns_for, console_columns, filter_runs, load_runs,
-                                    protocol_options, summarize, to_markdown)
+                                    protocol_options, summarize, summarize_steps, to_markdown)
 
 
 def parse_args(argv):
@@ -80,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
             texts.append(f"## {title}\n\n{to_markdown(summary, columns, groups)}")
             console.append(f"## {title}\n\n"
                            f"{to_markdown(summary, console_columns(task, section_runs), groups)}")
+            steps = summarize_steps(section_runs, groups)
+            if steps is not None:  # continual protocols: every step, averaged over seeds
+                per_step = to_markdown(steps, list(STEP_COLUMNS), groups + ["step"])
+                texts.append(f"### {protocol}: after each step\n\n{per_step}")
+                console.append(texts[-1])
     except KeyError as err:
         print(f"error: {err.args[0]}", file=sys.stderr)
         return 2

@@ -27,6 +27,18 @@ SECTION_COLUMNS = {
                   Column("bwt", "BWT %", 100, True, 2)),
 }
 
+# A continual run's per-step records (results.json's continual.steps), averaged over seeds in
+# a table of their own: not ranked (steps are not competitors).
+STEP_COLUMNS = (Column("seen", "seen classes", 1, None, 0),
+                Column("top1", "top-1 % on seen", 100, None, 2),
+                Column("acc_old", "old classes %", 100, None, 2),
+                Column("acc_new", "new classes %", 100, None, 2),
+                Column("newest_share", "predicted newest %", 100, None, 1),
+                Column("ece", "ECE %", 100, None, 2),
+                Column("ts_ece", "ECE after TS %", 100, None, 2),
+                Column("norm_ratio_before", "new/old row norm", 1, None, 3),
+                Column("norm_ratio_after", "after aligning", 1, None, 3))
+
 # Every task's tables end with what the run cost.
 TIMING_COLUMNS = (Column("train_s", "train s", 1, None, 1),
                   Column("samples_per_s", "samples/s", 1, None, 0))

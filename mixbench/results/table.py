@@ -14,7 +14,7 @@ import pandas as pd
 from mixbench import tasks  # noqa: F401  (registration: each task's columns)
 from mixbench.config import experiment_config
 from mixbench.registry import TASKS
-from mixbench.results.columns import SECTION_COLUMNS, Column
+from mixbench.results.columns import SECTION_COLUMNS, STEP_COLUMNS, Column
 from mixbench.results.io import RESULTS_NAME
 
 log = logging.getLogger(__name__)
@@ -98,8 +98,10 @@ def _row(path: Path, results: dict) -> dict:
         "seed": results.get("seed"),
         "status": results.get("status", "unknown"),
         **sections,
-        # accuracy on the seen classes after each step (continual protocols), for the figure
+        # continual protocols: accuracy on the seen classes after each step (the figure), and
+        # each step's record (the per-step table)
         "step_acc": (results.get("continual") or {}).get("step_acc"),
+        "steps": (results.get("continual") or {}).get("steps"),
         **test,
         **{f"ts_{k}": v for k, v in ts.items()},
         "temperature": results.get("temperature"),
@@ -153,6 +155,18 @@ def summarize(runs: pd.DataFrame, columns: list[Column],
     primary = columns[0]
     return table.reset_index().sort_values(
         primary.key, ascending=not primary.higher_is_better, ignore_index=True)
+
+
+def summarize_steps(runs: pd.DataFrame, group_by: list[str]) -> pd.DataFrame | None:
+    """Continual runs: per group and step, the mean (± std over seeds) of each step's record
+    (``STEP_COLUMNS``), in step order; None when no run has steps."""
+    if "steps" not in runs or runs["steps"].isna().all():
+        return None
+    rows = [{**{g: run[g] for g in group_by}, **record, "step": i + 1}
+            for _, run in runs[runs["steps"].notna()].iterrows()
+            for i, record in enumerate(run["steps"])]
+    table = summarize(pd.DataFrame(rows), list(STEP_COLUMNS), group_by + ["step"])
+    return table.sort_values(group_by + ["step"], ignore_index=True)
 
 
 def attach_reference(summary: pd.DataFrame, reference: pd.DataFrame, primary: Column,
