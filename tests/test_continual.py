@@ -408,3 +408,17 @@ def test_online_refuses_several_processes(tmp_path):
     ctx = prepare(cfg, tmp_path, DistInfo(rank=0, world_size=2, local_rank=0))
     with pytest.raises(ConfigError, match="trainer.devices=1"):
         PROTOCOLS.build(cfg.protocol)(ctx)
+
+
+@pytest.mark.slow
+def test_class_incremental_steps_run_on_two_processes(tmp_path):
+    """Every rank grows the head, distils and selects the same exemplars; rank 0 writes."""
+    from mixbench.engine.run import run
+
+    cfg = make_cfg("trainer.progress=false", "protocol=class_incremental", "protocol.initial=5",
+                   "protocol.increment=5", "protocol.memory=40", "protocol.learner=wa",
+                   "trainer.devices=2", "trainer.epochs=1", "backbone.norm=group")
+    results = run(cfg, tmp_path)
+    assert results["status"] == "completed" and results["timings"]["processes"] == 2
+    assert len(results["continual"]["steps"]) == 2
+    assert (tmp_path / "steps" / "step_01.pt").exists()
