@@ -399,15 +399,19 @@ def test_leaderboard_rows_keep_learners_apart(tmp_path):
     assert "### class_incremental: after each step" in text
 
 
-def test_online_refuses_several_processes(tmp_path):
+def test_online_refuses_several_processes_and_epochs(tmp_path):
     from mixbench.engine.context import prepare
     from mixbench.engine.distributed import DistInfo
     from mixbench.registry import PROTOCOLS
 
     cfg = make_cfg("trainer.progress=false", "protocol=online")
+    assert cfg.trainer.epochs == 1  # the protocol's recipe: one pass
     ctx = prepare(cfg, tmp_path, DistInfo(rank=0, world_size=2, local_rank=0))
     with pytest.raises(ConfigError, match="trainer.devices=1"):
         PROTOCOLS.build(cfg.protocol)(ctx)
+    with pytest.raises(ConfigError, match="trainer.epochs must be 1"):
+        train(make_cfg("trainer.progress=false", "protocol=online", "trainer.epochs=3"),
+              tmp_path / "epochs")
 
 
 @pytest.mark.slow

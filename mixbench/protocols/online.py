@@ -77,6 +77,9 @@ class Online(Protocol):
         if info.enabled:
             raise ConfigError("protocol=online trains on one stream in one process; use "
                               "trainer.devices=1")
+        if t.epochs != 1:
+            raise ConfigError(f"protocol=online makes one pass over the stream: "
+                              f"trainer.epochs must be 1, got {t.epochs}")
         seed_everything(cfg.seed)
         parts = build_components(cfg, ctx.device)
         require_task(parts.task, "classification", "protocol=online")
