@@ -198,8 +198,9 @@ def test_slurm_launcher_preset_asks_one_task_per_gpu():
 
 
 # Methods that cannot run in the CIFAR-100 ResNet-18 table as they are: a regression method,
-# methods that need a checkpoint or another backbone, and a method of continual protocols.
-NOT_IN_OPENMIXUP_TABLE = {"cmixup", "attentivemix", "mixkd", "transmix", "dualmix"}
+# methods that need a checkpoint or another backbone, a method of continual protocols, and
+# the overlap study's d-Mixup (experiment=ts_limits).
+NOT_IN_OPENMIXUP_TABLE = {"cmixup", "attentivemix", "mixkd", "transmix", "dualmix", "dmixup"}
 
 
 def test_openmixup_sweep_preset_covers_every_classification_method():

@@ -85,7 +85,7 @@ def test_ts_limits_preset_sweeps_methods_and_noise_levels():
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=["experiment=ts_limits"], return_hydra_config=True)
     params = cfg.hydra.sweeper.params
-    assert params["+method"] == "erm,mixup"
+    assert params["+method"] == "erm,mixup,dmixup"
     assert [float(p) for p in params["dataset.label_noise.p"].split(",")] == [0, 0.1, 0.3, 0.5]
     assert cfg.dataset.name == "fashion_mnist" and cfg.dataset.label_noise.kind == "uniform"
     assert cfg.eval.n_bins == 15 and cfg.optimizer.lr == 1e-3 and cfg.trainer.batch_size == 500

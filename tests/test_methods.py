@@ -565,3 +565,61 @@ def test_mix_pairs_passes_gradients_to_the_inputs_and_a_learned_mask():
     torch.testing.assert_close(x.grad, torch.ones_like(x))  # 0.75 own + 0.25 as a partner
     with torch.no_grad():  # no graph needed: written into the partner copy
         assert not mix_pairs(x, perm, share, of="partner").requires_grad
+
+
+# --- d-Mixup ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("alpha,prob", [(1.0, 1.0), (0.4, 0.5)])
+def test_dmixup_with_d_1_is_mixup_under_the_same_draws(mode, alpha, prob):
+    x, y = batch()
+    options = {"alpha": alpha, "prob": prob, "lam_mode": mode}
+    for seed in range(5):
+        torch.manual_seed(seed)
+        ours = build("dmixup", d=1, **options).mix_batch(x, y)
+        torch.manual_seed(seed)
+        mixup = build("mixup", **options).mix_batch(x, y)
+        torch.testing.assert_close(ours.x, mixup.x)
+        torch.testing.assert_close(ours.y, mixup.y)
+        torch.testing.assert_close(lam_vector(ours.lam), lam_vector(mixup.lam))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_dmixup_targets_are_distributions_over_d_plus_1_samples(mode):
+    x, y = batch()
+    torch.manual_seed(0)
+    result = build("dmixup", d=3, alpha=0.5, lam_mode=mode).mix_batch(x, y)
+    assert torch.allclose(result.y.sum(1), torch.ones(B)) and (result.y >= 0).all()
+    assert ((result.y > 0).sum(1) <= 4).all()  # itself and three partners at most
+    # each image is constant (value i): its mix is Σ_k w_k·k, the targets' mean label
+    labels = torch.arange(B, dtype=torch.float32)
+    torch.testing.assert_close(result.x[:, 0, 0, 0], result.y @ labels)
+    assert torch.all(result.y[torch.arange(B), torch.arange(B)] >= lam_vector(result.lam) - 1e-6)
+
+
+def test_dmixup_weights_have_the_dirichlet_mean_and_variance():
+    from mixbench.methods.sample_mixing import DirichletSampler
+
+    torch.manual_seed(0)
+    d, alpha, n = 3, 0.5, 20_000
+    table = DirichletSampler(alpha, d + 1).weight_table(n)
+    assert table.shape == (d + 1, n) and torch.allclose(table.sum(0), torch.ones(n))
+    k = d + 1  # Dirichlet(α·1): mean 1/k, variance (1/k)(1 - 1/k)/(kα + 1)
+    assert table.mean(1) == pytest.approx([1 / k] * k, abs=0.005)
+    variance = (1 / k) * (1 - 1 / k) / (k * alpha + 1)
+    assert table.var(1) == pytest.approx([variance] * k, rel=0.05)
+
+
+def test_dmixup_options_are_checked_and_it_never_waits_for_the_device():
+    with pytest.raises(ConfigError, match="method.d"):
+        build("dmixup", d=0)
+    with pytest.raises(ConfigError, match="label_lam"):
+        build("dmixup", label_lam="independent")
+    for mode in MODES:
+        method = build("dmixup", d=2, prob=0.5, lam_mode=mode)
+        x = torch.empty(B, C, H, W, device="meta")
+        y = torch.empty(B, B, device="meta")
+        method.mix_batch(x, y)  # warm-up: the sampler's table on the device
+        with HostToDeviceCopies() as copies:
+            method.mix_batch(x, y)
+        assert not copies.found, copies.found

@@ -40,17 +40,17 @@ def check_alpha(key: str, value: float) -> float:
     return float(value)
 
 
-class BetaSampler:
-    """Beta(α, α) as G₁/(G₁+G₂) with Gᵢ ~ Gamma(α, 1) from ``torch.distributions`` (the
-    distribution of its ``Beta``, which draws per-sample pairs in another order), in float64
-    so that small α never gives 0/0. Beta(1, 1) is the uniform distribution: for α = 1
-    (mixup's default) λ is drawn as one."""
+class DirichletSampler:
+    """Weights ~ Dirichlet(α, …, α) over ``parts``: gammas Gᵢ ~ Gamma(α, 1) from
+    ``torch.distributions`` over their sum, in float64 so that small α never gives 0/0.
+    (torch's own Beta and Dirichlet draw per-sample tuples in another order.) With 2 parts it
+    is Beta(α, α), uniform for α = 1: then drawn as one uniform number."""
 
-    def __init__(self, alpha: float):
-        self.alpha = alpha
-        self.uniform = alpha == 1.0
-        self._pair = self._gammas(torch.full((2,), alpha, dtype=torch.float64))
-        self._table: tuple | None = None  # (n, device) and the Gamma of a 2×n table
+    def __init__(self, alpha: float, parts: int = 2):
+        self.alpha, self.parts = alpha, parts
+        self.uniform = alpha == 1.0 and parts == 2
+        self._one = self._gammas(torch.full((parts,), alpha, dtype=torch.float64))
+        self._table: tuple | None = None  # (n, device) and the Gamma of a parts×n table
 
     @staticmethod
     def _gammas(concentration: torch.Tensor) -> torch.distributions.Gamma:
@@ -58,21 +58,43 @@ class BetaSampler:
         return torch.distributions.Gamma(concentration, torch.ones_like(concentration),
                                          validate_args=False)
 
+    def weights(self) -> list[float]:
+        """One draw, as host floats."""
+        if self.uniform:
+            u = torch.rand((), dtype=torch.float64).item()
+            return [u, 1.0 - u]
+        g = self._one.sample().tolist()
+        total = sum(g)
+        return [v / total for v in g]
+
+    def weight_table(self, n: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """``n`` draws as a parts×n float32 table on ``device`` (row i: the weights of part i)."""
+        if self.uniform:
+            u = torch.rand(n, device=device)
+            return torch.stack([u, 1.0 - u])
+        key = (n, torch.device(device))  # the batch size rarely changes: build it once
+        if self._table is None or self._table[0] != key:
+            self._table = key, self._gammas(torch.full((self.parts, n), self.alpha,
+                                                       dtype=torch.float64, device=device))
+        g = self._table[1].sample()
+        return g.div_(g.sum(0)).float()
+
+
+class BetaSampler(DirichletSampler):
+    """λ ~ Beta(α, α): the first weight of a two-part Dirichlet."""
+
+    def __init__(self, alpha: float):
+        super().__init__(alpha, parts=2)
+
     def one(self) -> float:
         if self.uniform:
             return torch.rand((), dtype=torch.float64).item()
-        g1, g2 = self._pair.sample().tolist()
-        return g1 / (g1 + g2)
+        return self.weights()[0]
 
     def many(self, n: int, device: torch.device | str = "cpu") -> torch.Tensor:
         if self.uniform:
             return torch.rand(n, device=device)
-        key = (n, torch.device(device))  # the batch size rarely changes: build it once
-        if self._table is None or self._table[0] != key:
-            self._table = key, self._gammas(torch.full((2, n), self.alpha, dtype=torch.float64,
-                                                       device=device))
-        g1, g2 = self._table[1].sample()
-        return g1.div_(g1 + g2).float()
+        return self.weight_table(n, device)[0]
 
 
 class SampleMixer(Method):
@@ -364,3 +386,54 @@ class MixupCutMix(SampleMixer):
     def __repr__(self) -> str:
         return (super().__repr__()[:-1] + f", cutmix_alpha={self.cutmix_alpha}, "
                 f"switch_prob={self.switch_prob})")
+
+
+@METHODS.register("dmixup")
+class DMixup(SampleMixer):
+    """d-Mixup (Chidambaram & Ge, ICLR 2024): convex combinations of d + 1 samples, the
+    weights ~ Dirichlet(α, …, α) and the labels mixed with the same weights; d = 1 is mixup
+    (with the same draws). Each sample is combined with ``perm_k[i]`` of d permutations; per
+    batch one set of weights, per sample (``lam_mode=sample``) one each; λ is the weight
+    of the sample itself. ``label_lam`` is mixup's alone."""
+
+    needs_images = False
+
+    def __init__(self, *, num_classes: int, d: int = 2, alpha: float = 1.0, **common):
+        super().__init__(num_classes=num_classes, alpha=alpha, **common)
+        if not isinstance(d, int) or d < 1:
+            raise ConfigError(f"method.d must be an integer >= 1 (1 is mixup), got {d!r}")
+        if self.label_lam != "same":
+            raise ConfigError("method.label_lam=independent is mixup's; d-Mixup mixes the "
+                              "labels with the weights of the inputs")
+        self.d = d
+        self._dirichlet = DirichletSampler(self.alpha, d + 1)
+
+    def mix_batch(self, x: torch.Tensor, y: torch.Tensor) -> MixResult:
+        check_batch(x, y, self.num_classes)
+        n = x.shape[0]
+        if self.prob == 0.0 or self.progress >= self.mix_until:
+            return MixResult(x, y, 1.0)
+        if self.lam_mode == "batch":
+            if self.prob < 1.0 and torch.rand(()).item() >= self.prob:
+                return MixResult(x, y, 1.0)
+            weights = self._dirichlet.weights()
+            perms = [torch.randperm(n, device=x.device) for _ in range(self.d)]
+            mixed_x, mixed_y = x * weights[0], y * weights[0]
+            for w, perm in zip(weights[1:], perms):
+                mixed_x = mixed_x.add_(x.index_select(0, perm), alpha=w)
+                mixed_y = mixed_y.add_(y.index_select(0, perm), alpha=w)
+            return MixResult(mixed_x, mixed_y, weights[0])
+        table = self._dirichlet.weight_table(n, x.device)  # (d+1)×n
+        if self.prob < 1.0:  # a sample that is not mixed keeps weight 1 on itself
+            own = torch.zeros_like(table)
+            own[0] = 1.0
+            table = torch.where(torch.rand(n, device=x.device) < self.prob, table, own)
+        perms = [torch.randperm(n, device=x.device) for _ in range(self.d)]
+        mixed_x, mixed_y = x * per_sample(table[0], x), y * table[0, :, None]
+        for w, perm in zip(table[1:], perms):
+            mixed_x = mixed_x.addcmul_(x.index_select(0, perm), per_sample(w, x))
+            mixed_y = mixed_y.addcmul_(y.index_select(0, perm), w[:, None])
+        return MixResult(mixed_x, mixed_y, table[0])
+
+    def __repr__(self) -> str:
+        return f"{super().__repr__()[:-1]}, d={self.d})"
