@@ -4,7 +4,6 @@ step, once per expert) with its own checkpoint. ``train_one_epoch`` is the hot l
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shutil
 import time
@@ -28,7 +27,6 @@ from mixbench.errors import NonFiniteLossError
 from mixbench.methods import Method
 from mixbench.tasks import Task
 
-log = logging.getLogger(__name__)
 KEPT_DIR = "checkpoints"  # trainer.keep_every's copies, next to the checkpoint they keep
 
 
