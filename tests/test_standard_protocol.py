@@ -15,7 +15,8 @@ from mixbench.engine.run import train
 BEFORE = json.loads((Path(__file__).parent / "fixtures/standard_protocol_before.json").read_text())
 # Keys added to the config since, at the values that reproduce the runs before them.
 ADDED_CONFIG = {"protocol": {"name": "standard"},
-                "trainer": {"init_from": None, "keep_every": 0}}
+                "trainer": {"init_from": None, "keep_every": 0}, "tag": None,
+                "dataset": {"label_noise": {"train": True, "test": False, "test_seed": 1}}}
 ADDED_RESULTS = {"protocol"}
 # Float sums may be taken in another order (e.g. F.cross_entropy's reduction): last-bit
 # differences, nothing a table shows.

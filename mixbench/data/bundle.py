@@ -55,9 +55,12 @@ class DataBundle:
     target_mean: tuple[float, ...] | None = None
     target_std: tuple[float, ...] | None = None
     name: str = ""  # the dataset's registry name (set by the trainer from the config)
-    # What dataset.label_noise changed in the training labels (see data/label_noise.py); the
-    # trainer saves it as label_noise.json in the run folder. None: labels as published.
+    # What dataset.label_noise changed in the labels (see data/label_noise.py); the trainer
+    # saves it as label_noise.json in the run folder. None: labels as published.
     label_noise: dict | None = None
+    # The test labels as published, when dataset.label_noise.test made the test split's
+    # noisy: the evaluation reports its metrics against both.
+    test_clean_labels: torch.Tensor | None = None
 
     def splits(self) -> dict[str, Split | Dataset]:
         return {"train": self.train, "val": self.val, "test": self.test}

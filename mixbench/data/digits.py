@@ -6,7 +6,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from mixbench.data.bundle import Augment, DataBundle, Split, stratified_holdout
-from mixbench.data.label_noise import noisy_labels
+from mixbench.data.label_noise import apply_label_noise
 from mixbench.registry import DATASETS
 from mixbench.errors import ConfigError
 
@@ -30,11 +30,13 @@ def build_digits(*, val_fraction: float = 0.1, test_fraction: float = 0.2, split
     rest, test_idx = stratified_holdout(labels, test_fraction, split_seed)
     train_pos, val_pos = stratified_holdout(labels[rest], val_fraction / (1 - test_fraction),
                                             split_seed)
-    # Noise on the train+val pool; the split above used the clean labels, so every p keeps
-    # the same images in each split.
-    pool_labels, noise_record = noisy_labels(labels[rest], 10, label_noise, pool_index=rest)
+    # Noise on the train+val pool (and the test split); the splits above used the clean
+    # labels, so every p keeps the same images in each split.
+    noise = apply_label_noise(labels[rest], labels[test_idx], 10, label_noise, pool_index=rest,
+                              test_index=test_idx)
     targets = torch.from_numpy(labels).clone()
-    targets[torch.from_numpy(rest)] = pool_labels
+    targets[torch.from_numpy(rest)] = noise.pool
+    targets[torch.from_numpy(test_idx)] = noise.test
     all_data = Split(torch.from_numpy(images), targets)
     train = all_data.subset(rest[train_pos])
     scaled = train.x.float() / 255.0
@@ -42,5 +44,6 @@ def build_digits(*, val_fraction: float = 0.1, test_fraction: float = 0.2, split
         train=train, val=all_data.subset(rest[val_pos]), test=all_data.subset(test_idx),
         num_classes=10, in_channels=1, image_size=(8, 8),
         mean=(scaled.mean().item(),), std=(scaled.std().item(),),
-        augment=Augment(crop_padding=crop_padding, hflip=hflip), label_noise=noise_record,
+        augment=Augment(crop_padding=crop_padding, hflip=hflip), label_noise=noise.record,
+        test_clean_labels=noise.test_clean,
     )

@@ -12,7 +12,7 @@ from torch.utils.data import Dataset, Subset
 from torchvision import datasets, transforms
 
 from mixbench.data.bundle import DataBundle, stratified_holdout
-from mixbench.data.label_noise import noisy_labels
+from mixbench.data.label_noise import apply_label_noise, check_label_noise
 from mixbench.registry import DATASETS
 from mixbench.errors import ConfigError, DatasetError, DatasetNotFoundError
 
@@ -87,15 +87,19 @@ def build_imagefolder(*, root: str, test_split: str = "val", image_size: int = 2
     train_full = datasets.ImageFolder(str(root_path / "train"), transform=train_tf)
     train_eval = datasets.ImageFolder(str(root_path / "train"), transform=test_tf)
     keep, held = stratified_holdout(train_full.targets, val_fraction, split_seed)
-    labels, noise = noisy_labels(train_full.targets, len(train_full.classes), label_noise)
-    if noise is not None:  # both views of train/ (augmented, plain) get the same labels
+    if (check_label_noise(label_noise) or {}).get("test"):
+        raise ConfigError("dataset.label_noise.test is for in-memory datasets (digits, "
+                          "fashion_mnist, cifar10, cifar100); image folders take training "
+                          "noise only")
+    noise = apply_label_noise(train_full.targets, [], len(train_full.classes), label_noise)
+    if noise.record is not None:  # both views of train/ (augmented, plain) get the same labels
         for view in (train_full, train_eval):
-            view.targets = labels.tolist()
+            view.targets = noise.pool.tolist()
             view.samples = view.imgs = [(path, label) for (path, _), label
                                         in zip(view.samples, view.targets)]
     return DataBundle(
         train=Subset(train_full, keep.tolist()), val=Subset(train_eval, held.tolist()),
         test=_test_set(root_path / test_split, train_full.class_to_idx, test_tf),
         num_classes=len(train_full.classes), in_channels=3, image_size=(image_size, image_size),
-        mean=tuple(mean), std=tuple(std), label_noise=noise,
+        mean=tuple(mean), std=tuple(std), label_noise=noise.record,
     )

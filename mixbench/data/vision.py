@@ -12,21 +12,22 @@ import numpy as np
 import torch
 
 from mixbench.data.bundle import Augment, DataBundle, Split, stratified_holdout
-from mixbench.data.label_noise import noisy_labels
+from mixbench.data.label_noise import NoisyLabels, apply_label_noise
 from mixbench.registry import DATASETS
 from mixbench.errors import ConfigError, DatasetError, DatasetNotFoundError
 
 
-def _holdout_val(train: Split, val_size: int, split_seed: int, num_classes: int,
-                 label_noise: dict | None) -> tuple[Split, Split, dict | None]:
-    """(train, val, label-noise record): val held out from train, stratified on the clean
-    labels (the same images for every noise level); the noise covers both parts."""
+def _holdout_val(train: Split, test: Split, val_size: int, split_seed: int, num_classes: int,
+                 label_noise: dict | None) -> tuple[Split, Split, Split, NoisyLabels]:
+    """(train, val, test, the labels' noise): val held out from train, stratified on the
+    clean labels (the same images for every noise level); the training noise covers both
+    parts, the test noise the test split."""
     if not 0 < val_size < len(train):
         raise ConfigError(f"dataset.val_size must be in (0, {len(train)}), got {val_size}")
     keep, held = stratified_holdout(train.y.numpy(), val_size, split_seed)
-    labels, record = noisy_labels(train.y, num_classes, label_noise)
-    pool = Split(train.x, labels)
-    return pool.subset(keep), pool.subset(held), record
+    noise = apply_label_noise(train.y, test.y, num_classes, label_noise)
+    pool = Split(train.x, noise.pool)
+    return pool.subset(keep), pool.subset(held), Split(test.x, noise.test), noise
 
 
 # --- Fashion-MNIST -----------------------------------------------------------------------
@@ -75,10 +76,12 @@ def build_fashion_mnist(*, root: str | None = None, val_size: int = 5000, split_
         x = read_idx(_find_idx(root_path, images))[:, None]  # N×1×28×28
         y = read_idx(_find_idx(root_path, labels)).long()
         splits[which] = Split(x, y)
-    train, val, noise = _holdout_val(splits["train"], val_size, split_seed, 10, label_noise)
-    return DataBundle(train=train, val=val, test=splits["test"], num_classes=10, in_channels=1,
+    train, val, test, noise = _holdout_val(splits["train"], splits["test"], val_size,
+                                           split_seed, 10, label_noise)
+    return DataBundle(train=train, val=val, test=test, num_classes=10, in_channels=1,
                       image_size=(28, 28), mean=(0.2860,), std=(0.3530,),
-                      augment=Augment(crop_padding=crop_padding, hflip=hflip), label_noise=noise)
+                      augment=Augment(crop_padding=crop_padding, hflip=hflip),
+                      label_noise=noise.record, test_clean_labels=noise.test_clean)
 
 
 # --- CIFAR-10 / CIFAR-100 (the "python version" pickles) -----------------------------------
@@ -122,10 +125,12 @@ def _build_cifar(variant: str, root: str, download: bool, val_size: int, split_s
         cls(str(root_path), train=True, download=True)
     train = _read_cifar_batches(folder, spec["train"], spec["label_key"])
     test = _read_cifar_batches(folder, spec["test"], spec["label_key"])
-    train, val, noise = _holdout_val(train, val_size, split_seed, spec["classes"], label_noise)
+    train, val, test, noise = _holdout_val(train, test, val_size, split_seed, spec["classes"],
+                                           label_noise)
     return DataBundle(train=train, val=val, test=test, num_classes=spec["classes"],
                       in_channels=3, image_size=(32, 32), mean=spec["mean"], std=spec["std"],
-                      augment=Augment(crop_padding=crop_padding, hflip=hflip), label_noise=noise)
+                      augment=Augment(crop_padding=crop_padding, hflip=hflip),
+                      label_noise=noise.record, test_clean_labels=noise.test_clean)
 
 
 @DATASETS.register("cifar10")

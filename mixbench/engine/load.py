@@ -59,7 +59,8 @@ def evaluate_run(run_dir: str | Path, device: str = "auto") -> dict:
     start = time.perf_counter()
     metrics = parts.task.evaluate(parts.model, run.loader("val"), run.loader("test"),
                                   parts.device, n_bins=cfg.eval.n_bins,
-                                  figure_path=run.run_dir / "reliability.png")
+                                  figure_path=run.run_dir / "reliability.png",
+                                  test_labels_clean=parts.data.test_clean_labels)
     results_path = run.run_dir / RESULTS_NAME
     try:
         record = read_results(results_path)

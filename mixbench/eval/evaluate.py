@@ -34,7 +34,10 @@ def predict(model: torch.nn.Module, loader, device: torch.device,
 
 def evaluate_model(model, val_loader, test_loader, device, *, n_bins: int = 15,
                    figure_path: str | Path | None = None, autocast=contextlib.nullcontext,
-                   info: DistInfo = SINGLE) -> dict:
+                   info: DistInfo = SINGLE, test_labels_clean: torch.Tensor | None = None) -> dict:
+    """Metrics on test before and after temperature scaling, and, given the test labels as
+    published (``test_labels_clean``, when label noise changed the test split's), the same
+    predictions scored against them (``test_clean``, ``test_clean_ts``)."""
     val_logits, val_labels = predict(model, val_loader, device, autocast, info)
     test_logits, test_labels = predict(model, test_loader, device, autocast, info)
     temperature = fit_temperature(val_logits, val_labels)
@@ -47,6 +50,13 @@ def evaluate_model(model, val_loader, test_loader, device, *, n_bins: int = 15,
         "reliability": reliability_bins(test_logits, test_labels, n_bins),
         "reliability_ts": reliability_bins(scaled, test_labels, n_bins),
     }
+    if test_labels_clean is not None:
+        clean = torch.as_tensor(test_labels_clean, dtype=torch.long)
+        if clean.shape != test_labels.shape:
+            raise ValueError(f"{len(clean)} clean test labels for {len(test_labels)} "
+                             f"test predictions")
+        results["test_clean"] = calibration_metrics(test_logits, clean, n_bins)
+        results["test_clean_ts"] = calibration_metrics(scaled, clean, n_bins)
     if figure_path is not None:
         plot_reliability([(results["reliability"], f"test (ECE {results['test']['ece']:.3f})"),
                           (results["reliability_ts"],

@@ -55,7 +55,7 @@ class Standard(Protocol):
         training.wrap(ctx)
 
         ctx.write_results(task=parts.task.name)
-        if data.label_noise is not None:  # the training labels dataset.label_noise changed
+        if data.label_noise is not None:  # the labels dataset.label_noise changed
             ctx.write_json(LABEL_NOISE_NAME, data.label_noise)
         log.info("run %s: %s on %s, method %s, %d epochs on %s%s", ctx.run_dir,
                  cfg.backbone.name, cfg.dataset.name, parts.method, t.epochs, ctx.device,
@@ -68,7 +68,8 @@ class Standard(Protocol):
         figure = ctx.run_dir / "reliability.png"
         metrics = parts.task.evaluate(parts.model, val_loader, test_loader, ctx.device,
                                       n_bins=cfg.eval.n_bins, autocast=ctx.autocast,
-                                      figure_path=figure if ctx.main else None, info=info)
+                                      figure_path=figure if ctx.main else None, info=info,
+                                      test_labels_clean=data.test_clean_labels)
         ctx.record = completed_record(ctx.record, metrics=metrics, history=state.history,
                                       train_s=state.train_s,
                                       eval_s=time.perf_counter() - start,

@@ -104,6 +104,9 @@ def _row(path: Path, results: dict) -> dict:
         "steps": (results.get("continual") or {}).get("steps"),
         **test,
         **{f"ts_{k}": v for k, v in ts.items()},
+        # dataset.label_noise.test: the same predictions against the test labels as published
+        **{f"clean_{k}": v for k, v in (results.get("test_clean") or {}).items()},
+        **{f"clean_ts_{k}": v for k, v in (results.get("test_clean_ts") or {}).items()},
         "temperature": results.get("temperature"),
         "train_s": timings.get("train_s"),
         "samples_per_s": timings.get("samples_per_s"),

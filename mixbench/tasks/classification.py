@@ -28,9 +28,14 @@ class Classification(Task):
         Column("ts_aece", "aECE after TS %", 100, False, 2),
         Column("ts_mce", "MCE after TS %", 100, False, 2),
         Column("temperature", "T", 1, None, 2),
+        # dataset.label_noise.test: the same model scored on the test labels as published
+        Column("clean_top1", "top-1 % clean labels", 100, True, 2),
+        Column("clean_nll", "NLL clean labels", 1, False, 3),
+        Column("clean_ece", "ECE % clean labels", 100, False, 2),
+        Column("clean_ts_ece", "ECE after TS % clean labels", 100, False, 2),
         *TIMING_COLUMNS,
     )
-    console_keys = ("top1", "ece", "nll", "ts_ece", "temperature")
+    console_keys = ("top1", "ece", "nll", "ts_ece", "temperature", "clean_ece", "clean_ts_ece")
     default_loss = "soft_ce"
     train_sums = (("train_top1", "acc"),)
 
@@ -45,9 +50,11 @@ class Classification(Task):
         return {"test_top1": (logits.argmax(1) == labels).float().mean().item()}
 
     def evaluate(self, model, val_loader, test_loader, device, *, n_bins,
-                 autocast=contextlib.nullcontext, figure_path=None, info=SINGLE):
+                 autocast=contextlib.nullcontext, figure_path=None, info=SINGLE,
+                 test_labels_clean=None):
         return evaluate_model(model, val_loader, test_loader, device, n_bins=n_bins,
-                              autocast=autocast, figure_path=figure_path, info=info)
+                              autocast=autocast, figure_path=figure_path, info=info,
+                              test_labels_clean=test_labels_clean)
 
     @classmethod
     def summary(cls, results):

@@ -7,6 +7,7 @@ import contextlib
 from mixbench.engine.distributed import SINGLE, DistInfo
 from mixbench.eval.evaluate import evaluate_regression, original_units, predict
 from mixbench.eval.regression import regression_metrics
+from mixbench.errors import ConfigError
 from mixbench.registry import TASKS
 from mixbench.results.columns import TIMING_COLUMNS, Column
 from mixbench.tasks.base import Task
@@ -34,7 +35,10 @@ class Regression(Task):
         return {"test_rmse": regression_metrics(self._units(pred), self._units(target))["rmse"]}
 
     def evaluate(self, model, val_loader, test_loader, device, *, n_bins,
-                 autocast=contextlib.nullcontext, figure_path=None, info=SINGLE):
+                 autocast=contextlib.nullcontext, figure_path=None, info=SINGLE,
+                 test_labels_clean=None):
+        if test_labels_clean is not None:
+            raise ConfigError("label noise is for classification datasets")
         return evaluate_regression(model, val_loader, test_loader, device,
                                    target_mean=self.data.target_mean,
                                    target_std=self.data.target_std, autocast=autocast, info=info)
