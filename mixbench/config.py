@@ -20,7 +20,7 @@ EXECUTION_KEYS = ("trainer.resume", "trainer.progress", "trainer.device", "train
                   "dataset.root", "dataset.download", "logger")
 # Keys added to the config after runs had been written without them, with the value that
 # reproduces those runs: such a run is still the same experiment.
-INTRODUCED = {"protocol.name": "standard", "trainer.init_from": None,
+INTRODUCED = {"protocol.name": "standard", "trainer.init_from": None, "tag": None,
               "dataset.label_noise.train": True, "dataset.label_noise.test": False,
               "dataset.label_noise.test_seed": 1}
 

@@ -4,14 +4,17 @@
     python tools/leaderboard.py runs --out site --filter dataset=cifar100 --group-by method,loss
     python tools/leaderboard.py runs --top1 last10_median \\
         --compare-to benchmarks/reference/openmixup_cifar_resnet18.csv
+    python tools/leaderboard.py runs --reproductions claims.yaml
 
 Writes leaderboard.md, leaderboard.csv and leaderboard.html (self-contained) and prints the
 markdown: one table per protocol and task, each with that task's columns. Runs that did not
-complete are listed, never averaged; unreadable files are reported.
+complete are listed, never averaged; unreadable files are reported. --reproductions also
+writes reproductions.md: each seed paper's claim, our runs' numbers and a verdict.
 """
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -19,8 +22,11 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mixbench.errors import ConfigError  # noqa: E402
 from mixbench.results.html import render_html  # noqa: E402
 from mixbench.results.columns import STEP_COLUMNS  # noqa: E402
+from mixbench.results.reproductions import (evaluate_claims, load_claims,  # noqa: E402
+                                            reproductions_page)
 from mixbench.results.table import (IDENTITY, SECTION, attach_reference,  # noqa: E402
                                     columns_for, console_columns, filter_runs, load_runs,
                                     protocol_options, summarize, summarize_steps, to_markdown)
@@ -43,13 +49,22 @@ def parse_args(argv):
                              "epochs' test top-1 (from the run history)")
     parser.add_argument("--compare-to", type=Path, default=None, metavar="FILE.csv",
                         help="published table to put beside ours (benchmarks/reference/*.csv)")
+    parser.add_argument("--reproductions", type=Path, default=None, metavar="SPEC.yaml",
+                        help="claims of seed papers to check against the runs: writes "
+                             "reproductions.md")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     if not args.runs_dir.is_dir():
         print(f"error: {args.runs_dir} is not a folder", file=sys.stderr)
+        return 2
+    try:  # a bad spec stops everything before a file is written
+        claims = load_claims(args.reproductions) if args.reproductions else None
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     table = load_runs(args.runs_dir)
     try:
@@ -86,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                 per_step = to_markdown(steps, list(STEP_COLUMNS), groups + ["step"])
                 texts.append(f"### {protocol}: after each step\n\n{per_step}")
                 console.append(texts[-1])
-    except KeyError as err:
+        checked = evaluate_claims(runs, claims) if claims else None
+    except (KeyError, ConfigError) as err:
         print(f"error: {err.args[0]}", file=sys.stderr)
         return 2
     if not sections:
@@ -100,8 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     (out / "leaderboard.md").write_text(f"# mixbench leaderboard\n\n{text}\n")
     pd.concat(rows).to_csv(out / "leaderboard.csv", index=False)
     (out / "leaderboard.html").write_text(render_html(sections, table, str(args.runs_dir)))
+    written = ["leaderboard.csv", "leaderboard.html"]
 
     print("\n\n".join(console))
+    if checked is not None:
+        page = reproductions_page(checked, shlex.join(["tools/leaderboard.py", *argv]), len(runs))
+        (out / "reproductions.md").write_text(page)
+        written.append("reproductions.md")
+        print(f"\n{page}")
     print(f"\n{len(runs)} completed runs under {args.runs_dir}")
     for row in table.incomplete.itertuples():
         print(f"not completed ({row.status}), not averaged: {row.run_dir}")
@@ -109,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unreadable, skipped: {path} ({reason})")
     for run_dir in table.duplicates.get("run_dir", []):
         print(f"duplicate (same config and seed as another run): {run_dir}")
-    print(f"written: {out / 'leaderboard.md'}, leaderboard.csv, leaderboard.html")
+    print(f"written: {out / 'leaderboard.md'}, {', '.join(written)}")
     return 0
 
 

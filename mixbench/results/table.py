@@ -13,6 +13,7 @@ import pandas as pd
 
 from mixbench import tasks  # noqa: F401  (registration: each task's columns)
 from mixbench.config import experiment_config
+from mixbench.eval.geometry import GEOMETRY_JSON
 from mixbench.registry import TASKS
 from mixbench.results.columns import SECTION_COLUMNS, STEP_COLUMNS, Column
 from mixbench.results.io import RESULTS_NAME
@@ -96,6 +97,7 @@ def _row(path: Path, results: dict) -> dict:
         **{f"protocol.{k}": _cell(v) for k, v in (cfg.get("protocol") or {}).items()
            if k != "name"},
         "seed": results.get("seed"),
+        "tag": cfg.get("tag"),  # the run's label in a study (reproductions select runs by it)
         "status": results.get("status", "unknown"),
         **sections,
         # continual protocols: accuracy on the seen classes after each step (the figure), and
@@ -114,7 +116,25 @@ def _row(path: Path, results: dict) -> dict:
         "last10_median_top1": float(pd.Series(tops[-10:]).median()) if tops else None,
         "reliability": results.get("reliability"),
         "config_key": json.dumps(experiment_config(cfg), sort_keys=True),
+        **_geometry(path.parent),
     }
+
+
+def _geometry(run_dir: Path) -> dict:
+    """``geometry.KEY`` for each number in the run's geometry.json (tools/analyze.py
+    --geometry), if it has one; a broken one loses only these columns, not the run."""
+    path = run_dir / GEOMETRY_JSON
+    if not path.exists():
+        return {}
+    try:
+        report = json.loads(path.read_text())
+        if not isinstance(report, dict):
+            raise ValueError(f"expected a JSON object, got {type(report).__name__}")
+    except (OSError, ValueError) as err:
+        log.warning("ignoring unreadable %s (%s)", path, err)
+        return {}
+    return {f"geometry.{key}": value for key, value in report.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)}
 
 
 def load_runs(root: str | Path) -> RunTable:
