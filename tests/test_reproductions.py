@@ -175,3 +175,42 @@ def test_leaderboard_bad_spec_exits_2_and_writes_nothing(five_claims, tmp_path, 
     out = tmp_path / "site"
     assert leaderboard(str(runs), "--out", str(out), "--reproductions", str(spec)) == 2
     assert "error: " in capsys.readouterr().err and not out.exists()
+
+
+def test_the_cpu_preset_runs_every_tag_the_claims_select():
+    """Every claim's runs come from experiment=reproduce_cpu: each tag a claim selects is one
+    of the sweep's configurations, each configuration is used by a claim, and each option
+    composes with its own tag."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from conftest import CONFIG_DIR, ROOT, make_cfg
+
+    claims = load_claims(ROOT / "benchmarks/reference/claims.yaml")
+    selected = {side["tag"] for c in claims for side in (c.ours, c.baseline) if side}
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        preset = compose("train", overrides=["experiment=reproduce_cpu"],
+                         return_hydra_config=True)
+    swept = preset.hydra.sweeper.params["+reproduce"].split(",")
+    assert sorted(swept) == sorted({p.stem for p in (ROOT / "configs/reproduce").glob("*.yaml")})
+    assert selected == set(swept)
+    for name in swept:
+        assert make_cfg(f"+reproduce={name}").tag == name
+    # the overlap study's runs score the noisy test labels and the clean ones
+    noisy = make_cfg("+reproduce=mixup_overlap").dataset.label_noise
+    assert noisy.test and noisy.kind == "class_map" and noisy.p > 0
+
+
+def test_the_leaderboard_keeps_differently_tagged_runs_apart(tmp_path):
+    """Configurations of a study that share dataset, method and loss (mixup with and without
+    label noise) are rows of their own, never one average."""
+    runs = tmp_path / "runs"
+    write_tagged(runs, "mixup", [0.05, 0.05], top1=0.99)
+    write_tagged(runs, "mixup_overlap", [0.10, 0.10], top1=0.60)
+    assert leaderboard(str(runs), "--out", str(tmp_path / "out")) == 0
+    table = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
+    rows = {row.tag: row for row in table.itertuples()}
+    assert sorted(rows) == ["mixup", "mixup_overlap"]
+    assert rows["mixup"].top1 == pytest.approx(0.99) and rows["mixup"].seeds == 2
+    assert rows["mixup_overlap"].top1 == pytest.approx(0.60)

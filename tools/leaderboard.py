@@ -28,8 +28,8 @@ from mixbench.results.columns import STEP_COLUMNS  # noqa: E402
 from mixbench.results.reproductions import (evaluate_claims, load_claims,  # noqa: E402
                                             reproductions_page)
 from mixbench.results.table import (IDENTITY, SECTION, attach_reference,  # noqa: E402
-                                    columns_for, console_columns, filter_runs, load_runs,
-                                    protocol_options, summarize, summarize_steps, to_markdown)
+                                    columns_for, console_columns, experiment_groups,
+                                    filter_runs, load_runs, summarize, summarize_steps, to_markdown)
 
 
 def parse_args(argv):
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         sections, texts, console, rows = [], [], [], []
         for (protocol, task), section_runs in runs.groupby(SECTION, sort=True):
             columns = columns_for(task, section_runs)
-            groups = group_by + protocol_options(section_runs)
+            groups = experiment_groups(section_runs, group_by)
             summary = summarize(section_runs, columns, groups)
             if reference is not None and columns[0].key in reference:
                 summary = attach_reference(summary, reference, columns[0], groups)

@@ -53,6 +53,14 @@ def protocol_options(runs: pd.DataFrame) -> list[str]:
     return [c for c in runs.columns if c.startswith("protocol.") and runs[c].notna().any()]
 
 
+def experiment_groups(runs: pd.DataFrame, group_by: list[str]) -> list[str]:
+    """What a table's rows are told apart by: ``group_by``, the protocol's options, and the
+    runs' ``tag`` where a study set one (its configurations may share dataset, method and
+    loss, e.g. mixup with and without label noise, and must not be averaged together)."""
+    tags = ["tag"] if "tag" in runs and runs["tag"].notna().any() else []
+    return group_by + protocol_options(runs) + [t for t in tags if t not in group_by]
+
+
 def _cell(value):
     """A protocol option as a table cell: text (JSON for lists and dicts), so that it groups,
     filters (``--filter protocol.learner=wa``) and prints as written; None stays missing."""
