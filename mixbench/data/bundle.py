@@ -1,12 +1,15 @@
 """What every dataset builder returns: splits plus the facts the trainer needs."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset
+
+from mixbench.errors import ConfigError
 
 
 @dataclass
@@ -73,3 +76,15 @@ def stratified_holdout(labels, holdout: float | int, seed: int) -> tuple[np.ndar
     index = np.arange(len(labels))
     keep, held = train_test_split(index, test_size=holdout, stratify=labels, random_state=seed)
     return np.sort(keep), np.sort(held)
+
+
+def limit_train(bundle: DataBundle, max_train: int | None, split_seed: int = 0) -> DataBundle:
+    """``bundle`` with a class-stratified subset of at most ``max_train`` training samples
+    (fixed by ``split_seed``): fine-tuning on many tasks in minutes on a CPU."""
+    if max_train is None or max_train >= len(bundle.train):
+        return bundle
+    if max_train <= 0:
+        raise ConfigError(f"dataset.max_train must be positive, got {max_train}")
+    keep, _ = stratified_holdout(bundle.train.y.numpy(), len(bundle.train) - max_train,
+                                 split_seed)
+    return dataclasses.replace(bundle, train=bundle.train.subset(keep))

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mixbench.data.bundle import Augment, DataBundle, Split, stratified_holdout
+from mixbench.data.bundle import Augment, DataBundle, Split, limit_train, stratified_holdout
 from mixbench.data.label_noise import NoisyLabels, apply_label_noise
 from mixbench.registry import DATASETS
 from mixbench.errors import ConfigError, DatasetError, DatasetNotFoundError
@@ -68,8 +68,10 @@ def _find_idx(root: Path, stem: str) -> Path:
 @DATASETS.register("fashion_mnist")
 def build_fashion_mnist(*, root: str | None = None, val_size: int = 5000, split_seed: int = 0,
                         crop_padding: int = 2, hflip: bool = True,
-                        label_noise: dict | None = None) -> DataBundle:
-    """70k grey 28×28 images of clothing, 10 classes; ``val_size`` held out from train."""
+                        label_noise: dict | None = None,
+                        max_train: int | None = None) -> DataBundle:
+    """70k grey 28×28 images of clothing, 10 classes; ``val_size`` held out from train;
+    ``max_train``: a class-stratified subset of the rest (all of it when None)."""
     root_path = Path(root or FASHION_MNIST_DEFAULT_ROOT).expanduser()
     splits = {}
     for which, (images, labels) in _FASHION_FILES.items():
@@ -78,10 +80,11 @@ def build_fashion_mnist(*, root: str | None = None, val_size: int = 5000, split_
         splits[which] = Split(x, y)
     train, val, test, noise = _holdout_val(splits["train"], splits["test"], val_size,
                                            split_seed, 10, label_noise)
-    return DataBundle(train=train, val=val, test=test, num_classes=10, in_channels=1,
-                      image_size=(28, 28), mean=(0.2860,), std=(0.3530,),
-                      augment=Augment(crop_padding=crop_padding, hflip=hflip),
-                      label_noise=noise.record, test_clean_labels=noise.test_clean)
+    bundle = DataBundle(train=train, val=val, test=test, num_classes=10, in_channels=1,
+                        image_size=(28, 28), mean=(0.2860,), std=(0.3530,),
+                        augment=Augment(crop_padding=crop_padding, hflip=hflip),
+                        label_noise=noise.record, test_clean_labels=noise.test_clean)
+    return limit_train(bundle, max_train, split_seed)
 
 
 # --- CIFAR-10 / CIFAR-100 (the "python version" pickles) -----------------------------------
