@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 BENCH_DIR ?= runs/benchmark/$(shell date +%Y-%m-%d_%H-%M-%S)
 
-.PHONY: setup benchmark reproduce test test-fast lint data clean
+.PHONY: setup benchmark reproduce merge-demo test test-fast lint data clean
 
 setup: $(VENV)/.installed
 
@@ -35,6 +35,22 @@ reproduce: setup
 	for run in $(REPRO_DIR)/+reproduce=erm,* $(REPRO_DIR)/+reproduce=mixup,*; do \
 		$(PY) tools/analyze.py "$$run" --geometry > /dev/null || exit 1; done
 	$(PY) tools/leaderboard.py $(REPRO_DIR) --reproductions benchmarks/reference/claims.yaml
+
+# Model merging on a CPU (docs/merging.md): θ₀ on Fashion-MNIST (2 epochs), four tasks
+# fine-tuned from it with ERM and with mixup (1 epoch each, 10k training images a task),
+# seeds 0-2, then every merger and the reference rows, then the table.
+MERGE_DIR ?= runs/merge_fmnist
+MERGE_TASKS ?= fashion_mnist,fashion_mnist_rotated,fashion_mnist_inverted,digits28
+merge-demo: setup
+	$(PY) tools/train.py -m dataset=fashion_mnist trainer.epochs=2 seed=0,1,2 \
+		trainer.progress=false hydra.sweep.dir=$(MERGE_DIR)/base 'hydra.sweep.subdir=seed$${seed}'
+	$(PY) tools/train.py -m dataset=$(MERGE_TASKS) +method=erm,mixup seed=0,1,2 \
+		trainer.epochs=1 optimizer.lr=0.02 ++dataset.max_train=10000 trainer.progress=false \
+		'trainer.init_from=$(MERGE_DIR)/base/seed$${seed}' hydra.sweep.dir=$(MERGE_DIR) \
+		'hydra.sweep.subdir=$${method.name}/$${dataset.name}/seed$${seed}'
+	$(PY) tools/merge.py -m experiment=merge_fmnist_tasks root=$(MERGE_DIR) finetune=erm,mixup \
+		seed=0,1,2 merge=task_arithmetic,ties,dare,pcb,individual,base
+	$(PY) tools/leaderboard.py multirun/merge_fmnist_tasks
 
 # The whole test suite. pytest exits 5 when it collected no tests: that is a failure here.
 test: setup

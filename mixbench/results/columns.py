@@ -25,6 +25,13 @@ SECTION_COLUMNS = {
                   Column("final_avg_acc", "final acc %", 100, True, 2),
                   Column("forgetting", "forgetting %", 100, False, 2),
                   Column("bwt", "BWT %", 100, True, 2)),
+    # tools/merge.py: means over the tasks of the merged model, against each fine-tuned model
+    # on its own task (normalised accuracy) and θ₀'s body under each task's head
+    "merge": (Column("avg_top1", "avg top-1 %", 100, True, 2),
+              Column("avg_normalized", "normalised acc %", 100, True, 2),
+              Column("individual_avg_top1", "fine-tuned avg %", 100, None, 2),
+              Column("base_avg_top1", "θ₀ avg %", 100, None, 2),
+              Column("scale", "λ", 1, None, 2)),
 }
 
 # A continual run's per-step records (results.json's continual.steps), averaged over seeds in
