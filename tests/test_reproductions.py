@@ -187,7 +187,7 @@ def test_the_cpu_preset_runs_every_tag_the_claims_select():
     from conftest import CONFIG_DIR, ROOT, make_cfg
 
     claims = load_claims(ROOT / "benchmarks/reference/claims.yaml")
-    selected = {side["tag"] for c in claims for side in (c.ours, c.baseline) if side}
+    selected = {side["tag"] for c in claims for side in (c.ours, c.baseline) if "tag" in side}
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         preset = compose("train", overrides=["experiment=reproduce_cpu"],
@@ -214,3 +214,14 @@ def test_the_leaderboard_keeps_differently_tagged_runs_apart(tmp_path):
     assert sorted(rows) == ["mixup", "mixup_overlap"]
     assert rows["mixup"].top1 == pytest.approx(0.99) and rows["mixup"].seeds == 2
     assert rows["mixup_overlap"].top1 == pytest.approx(0.60)
+
+
+def test_a_filter_on_a_column_no_run_has_selects_no_runs(tmp_path):
+    """Claims about runs of another kind (merges) are 'no runs' until such runs exist, so one
+    spec serves every folder."""
+    runs = tmp_path / "runs"
+    write_tagged(runs, "mixup", [0.05])
+    spec = write_spec(tmp_path / "spec.yaml",
+                      [claim("m", "top1", {"protocol.merger": "pcb"}, {"tag": "mixup"})])
+    [result] = evaluate_claims(load_runs(runs).completed, load_claims(spec))
+    assert result.verdict == "no runs: ours (protocol.merger=pcb) matched nothing"

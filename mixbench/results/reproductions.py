@@ -176,12 +176,10 @@ def _evaluate(runs: pd.DataFrame, claim: Claim) -> ClaimResult:
 
 
 def _side(runs: pd.DataFrame, filters: dict[str, str], claim: Claim) -> Side:
-    if runs.empty:
+    # a column no run has (e.g. protocol.merger before any merge ran) selects nothing
+    if runs.empty or any(key not in runs for key in filters):
         return Side(0)
-    try:
-        selected = filter_runs(runs, filters)
-    except KeyError as err:
-        raise ConfigError(f"claim '{claim.claim}' ({claim.system}): {err.args[0]}") from err
+    selected = filter_runs(runs, filters)
     key = claim.column.key
     values = (pd.to_numeric(selected[key], errors="coerce").dropna() if key in selected
               else pd.Series(dtype=float))
