@@ -149,3 +149,23 @@ def test_views_change_the_images_and_keep_labels_and_splits(tmp_path):
     with pytest.raises(ConfigError, match="quarter_turns"):
         DATASETS.build({"name": "fashion_mnist_rotated", "root": str(tmp_path),
                         "quarter_turns": 4})
+
+
+def test_the_leaderboard_shows_each_mergers_validation_curve_over_lambda(runs, tmp_path):
+    from mixbench.results.io import write_json_atomic
+    from test_results import leaderboard
+
+    curves = {}
+    for merger in ("pcb", "task_arithmetic"):
+        record = merge_runs(merge_cfg(runs, merger))
+        (tmp_path / "runs" / merger).mkdir(parents=True)
+        write_json_atomic(tmp_path / "runs" / merger / "results.json", record)
+        curves[merger] = {row["scale"]: row["val_top1"] for row in record["merge"]["search"]}
+    assert leaderboard(str(tmp_path / "runs"), "--out", str(tmp_path / "out")) == 0
+    text = (tmp_path / "out" / "leaderboard.md").read_text()
+    table = text[text.index("validation top-1 (mean over the tasks) at each λ"):]
+    assert "| λ = 0.5" in table and "| λ = 1 " in table
+    for merger, curve in curves.items():
+        row = next(line for line in table.splitlines() if line.startswith(f"| {merger} "))
+        for scale in (0.5, 1.0):
+            assert f"{100 * curve[scale]:.2f} ± 0.00" in row

@@ -29,7 +29,8 @@ from mixbench.results.reproductions import (evaluate_claims, load_claims,  # noq
                                             reproductions_page)
 from mixbench.results.table import (IDENTITY, SECTION, attach_reference,  # noqa: E402
                                     columns_for, console_columns, experiment_groups,
-                                    filter_runs, load_runs, summarize, summarize_steps, to_markdown)
+                                    filter_runs, load_runs, search_by_scale, summarize,
+                                    summarize_search, summarize_steps, to_markdown)
 
 
 def parse_args(argv):
@@ -100,6 +101,13 @@ def main(argv: list[str] | None = None) -> int:
             if steps is not None:  # continual protocols: every step, averaged over seeds
                 per_step = to_markdown(steps, list(STEP_COLUMNS), groups + ["step"])
                 texts.append(f"### {protocol}: after each step\n\n{per_step}")
+                console.append(texts[-1])
+            search = summarize_search(section_runs, groups)
+            if search is not None:  # merges: how the validation top-1 moves with λ
+                wide, scale_columns = search_by_scale(search, groups)
+                per_scale = to_markdown(wide, scale_columns, groups)
+                texts.append(f"### {protocol}: validation top-1 (mean over the tasks) at each "
+                             f"λ\n\n{per_scale}")
                 console.append(texts[-1])
         checked = evaluate_claims(runs, claims) if claims else None
     except (KeyError, ConfigError) as err:

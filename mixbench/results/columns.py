@@ -49,3 +49,7 @@ STEP_COLUMNS = (Column("seen", "seen classes", 1, None, 0),
 # Every task's tables end with what the run cost.
 TIMING_COLUMNS = (Column("train_s", "train s", 1, None, 1),
                   Column("samples_per_s", "samples/s", 1, None, 0))
+
+# A merge's search (results.json's merge.search): the mean validation top-1 over the tasks at
+# each λ tried, averaged over seeds in a table of its own (how sensitive a merger is to λ).
+SEARCH_COLUMNS = (Column("val_top1", "val top-1 % (mean over tasks)", 100, None, 2),)

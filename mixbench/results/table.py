@@ -15,7 +15,7 @@ from mixbench import tasks  # noqa: F401  (registration: each task's columns)
 from mixbench.config import experiment_config
 from mixbench.eval.geometry import GEOMETRY_JSON
 from mixbench.registry import TASKS
-from mixbench.results.columns import SECTION_COLUMNS, STEP_COLUMNS, Column
+from mixbench.results.columns import SEARCH_COLUMNS, SECTION_COLUMNS, STEP_COLUMNS, Column
 from mixbench.results.io import RESULTS_NAME
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,8 @@ def _row(path: Path, results: dict) -> dict:
         # each step's record (the per-step table)
         "step_acc": (results.get("continual") or {}).get("step_acc"),
         "steps": (results.get("continual") or {}).get("steps"),
+        # merges: every λ tried with its mean validation top-1 (the λ-sensitivity table)
+        "search": (results.get("merge") or {}).get("search") or None,
         **test,
         **{f"ts_{k}": v for k, v in ts.items()},
         # dataset.label_noise.test: the same predictions against the test labels as published
@@ -198,6 +200,37 @@ def summarize_steps(runs: pd.DataFrame, group_by: list[str]) -> pd.DataFrame | N
             for i, record in enumerate(run["steps"])]
     table = summarize(pd.DataFrame(rows), list(STEP_COLUMNS), group_by + ["step"])
     return table.sort_values(group_by + ["step"], ignore_index=True)
+
+
+def summarize_search(runs: pd.DataFrame, group_by: list[str]) -> pd.DataFrame | None:
+    """Merges chosen on a grid of one λ: per group and λ, the mean (± std over seeds) of the
+    validation top-1 over the tasks; None when no run searched a grid."""
+    if "search" not in runs:
+        return None
+    rows = [{**{g: run[g] for g in group_by}, "λ": tried["scale"],
+             "val_top1": tried["val_top1"]}
+            for _, run in runs.iterrows() if isinstance(run["search"], list)
+            for tried in run["search"] if isinstance(tried["scale"], (int, float))]
+    if not rows:
+        return None
+    table = summarize(pd.DataFrame(rows), list(SEARCH_COLUMNS), group_by + ["λ"])
+    return table.sort_values(group_by + ["λ"], ignore_index=True)
+
+
+def search_by_scale(search: pd.DataFrame, group_by: list[str]) -> tuple[pd.DataFrame,
+                                                                        list[Column]]:
+    """``summarize_search``'s table turned wide, a column per λ (a row reads as the curve),
+    and those columns."""
+    value = SEARCH_COLUMNS[0]
+    scales = sorted(search["λ"].unique())
+    keys = {scale: f"at_{scale:g}" for scale in scales}
+    wide = search.set_index(group_by + ["λ"])[[value.key, f"{value.key}_std", "seeds"]]
+    wide = wide.unstack("λ")  # only the groups that exist (pivot_table would cross them)
+    out = wide[value.key].rename(columns=keys).join(
+        wide[f"{value.key}_std"].rename(columns={s: f"{k}_std" for s, k in keys.items()}))
+    out["seeds"] = wide["seeds"].max(axis=1)
+    columns = [Column(keys[s], f"λ = {s:g}", value.scale, None, value.decimals) for s in scales]
+    return out.reset_index(), columns
 
 
 def attach_reference(summary: pd.DataFrame, reference: pd.DataFrame, primary: Column,
