@@ -169,3 +169,16 @@ def test_the_leaderboard_shows_each_mergers_validation_curve_over_lambda(runs, t
         row = next(line for line in table.splitlines() if line.startswith(f"| {merger} "))
         for scale in (0.5, 1.0):
             assert f"{100 * curve[scale]:.2f} ± 0.00" in row
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"merge": {"name": "pcb", "ratoi": 0.1}}, "merge=pcb has no option ratoi; its options are "
+                                               "ratio, clip, form, thresholds"),
+    ({"merge": {"name": "magic"}}, "unknown merge=magic"),
+    ({"bn": "freeze"}, "bn='freeze'"),
+    ({"search": {"name": "random"}}, "search.name='random'")])
+def test_bad_merge_settings_are_named_before_anything_loads(change, message, tmp_path):
+    cfg = merge_cfg(tmp_path)  # no runs there: the settings are checked first
+    cfg.merge_with(change)
+    with pytest.raises(ConfigError, match=message):
+        merge_runs(cfg)

@@ -9,6 +9,7 @@ statistics per task, and return the results.json record with a ``merge`` section
 top-1, ECE, the fine-tuned model's and θ₀'s top-1, normalised accuracy; their averages)."""
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from dataclasses import dataclass
@@ -206,6 +207,24 @@ def as_trained(task: Task, n_bins: int) -> dict[str, Any]:
     return evaluate_task(task, n_bins)
 
 
+def merger_options(cfg) -> dict[str, Any]:
+    """The merger's keyword arguments from ``merge.*`` (DARE's masks also take ``seed``),
+    checked against its signature so a misspelt option is named."""
+    options = {k: v for k, v in OmegaConf.to_container(cfg.merge, resolve=True).items()
+               if k != "name"}
+    if cfg.merge.name not in MERGERS:
+        return options
+    if cfg.merge.name == "dare":
+        options["seed"] = int(cfg.seed)
+    known = [p for p in inspect.signature(MERGERS[cfg.merge.name]).parameters
+             if p not in ("base", "finetuned", "scale", "keys")]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(f"merge={cfg.merge.name} has no option {', '.join(unknown)}; its "
+                          f"options are {', '.join(known)}")
+    return options
+
+
 def merge_runs(cfg) -> dict[str, Any]:
     """The results.json record of one merge (``cfg``: configs/merge.yaml composed)."""
     name, bn = cfg.merge.name, cfg.bn
@@ -214,6 +233,9 @@ def merge_runs(cfg) -> dict[str, Any]:
                           f"{', '.join((*MERGERS, *REFERENCES))}")
     if bn not in BN_MODES:
         raise ConfigError(f"bn={bn!r}: choose recompute or merge")
+    if cfg.search.name not in ("grid", "evolution"):
+        raise ConfigError(f"search.name={cfg.search.name!r}: choose grid or evolution")
+    options = merger_options(cfg)
     start = time.perf_counter()
     device = resolve_device(cfg.device)
     base, tasks, names = load_tasks(cfg.base, list(cfg.models), device)
@@ -229,9 +251,6 @@ def merge_runs(cfg) -> dict[str, Any]:
     elif name == "base":
         final = at_base
     else:
-        options = {k: v for k, v in OmegaConf.to_container(cfg.merge).items() if k != "name"}
-        if name == "dare":
-            options["seed"] = int(cfg.seed)
         def merge(scale):
             return MERGERS[name](base_state, [t.trained for t in tasks], scale=scale,
                                  keys=names, **options)
@@ -241,12 +260,10 @@ def merge_runs(cfg) -> dict[str, Any]:
             scale, tried = choose_scale(base_state, merged, names, tasks,
                                         list(cfg.search.scales), bn, cfg.bn_batches)
             body = scaled(base_state, merged, names, scale)
-        elif cfg.search.name == "evolution":
+        else:
             scale, tried = evolve_scales(base_state, merge, names, tasks, cfg.search, bn,
                                          cfg.bn_batches, int(cfg.seed))
             body = merge(scale)
-        else:
-            raise ConfigError(f"search.name={cfg.search.name!r}: choose grid or evolution")
         final = []
         for task in tasks:
             set_body(task, body, names, bn, cfg.bn_batches)
