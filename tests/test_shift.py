@@ -309,3 +309,32 @@ def test_mixed_shuffles_all_corruptions_together(delta):
 def test_streams_reject_repeated_corruptions():
     with pytest.raises(ConfigError, match="without repeats"):
         continual(BALANCED, ["fog", "fog"], seed=0)
+
+
+def test_a_run_evaluated_under_a_corruption_keeps_its_files(tmp_path):
+    """tools/evaluate.py --shift: metrics on the corrupted test split go to shift.json;
+    results.json and the checkpoint are not touched."""
+    import json
+
+    from conftest import FAST, make_cfg
+    from mixbench.engine.run import train
+    from mixbench.shift.evaluate import SHIFT_NAME, evaluate_shift, parse_shift
+
+    run = tmp_path / "run"
+    clean = train(make_cfg(*FAST), run)
+    before = {name: (run / name).read_bytes() for name in ("results.json", "last.pt")}
+    noisy = evaluate_shift(run, "gaussian_noise", 5, device="cpu")
+    again = evaluate_shift(run, "gaussian_noise", 5, device="cpu")
+    evaluate_shift(run, "contrast", 3, device="cpu")
+    assert noisy["test"] == again["test"]  # seeded
+    assert noisy["test"]["top1"] < clean["test"]["top1"]
+    saved = json.loads((run / SHIFT_NAME).read_text())
+    assert sorted(saved) == ["contrast:3", "gaussian_noise:5"]
+    assert saved["gaussian_noise:5"]["test"] == noisy["test"]
+    assert {name: (run / name).read_bytes() for name in before} == before
+    assert parse_shift("fog:2") == ("fog", 2)
+    with pytest.raises(ConfigError, match="NAME:SEVERITY"):
+        parse_shift("fog")
+    for bad in ("fgo:2", "fog:6"):
+        with pytest.raises(ConfigError, match="the corruptions are gaussian_noise"):
+            parse_shift(bad)
