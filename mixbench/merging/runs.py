@@ -124,6 +124,17 @@ def val_top1(task: Task) -> float:
     return (logits.argmax(1) == labels).float().mean().item()
 
 
+def mean_val_top1(body: dict[str, Tensor], names: Sequence[str], tasks: Sequence[Task],
+                  bn: str, bn_batches: int) -> float:
+    """The validation top-1 of ``body`` under each task's head, averaged over the tasks:
+    what every search maximises."""
+    accuracies = []
+    for task in tasks:
+        set_body(task, body, names, bn, bn_batches)
+        accuracies.append(val_top1(task))
+    return sum(accuracies) / len(accuracies)
+
+
 def scaled(base: dict[str, Tensor], merged: dict[str, Tensor], names: Sequence[str],
            scale: float) -> dict[str, Tensor]:
     """θ₀ + λ·τ_m from the merge at λ = 1 (every merger here is linear in a uniform λ)."""
@@ -140,17 +151,14 @@ def choose_scale(base: dict[str, Tensor], merged: dict[str, Tensor], names: Sequ
     tried = []
     for scale in scales:
         body = scaled(base, merged, names, scale)
-        accuracies = []
-        for task in tasks:
-            set_body(task, body, names, bn, bn_batches)
-            accuracies.append(val_top1(task))
-        tried.append({"scale": float(scale), "val_top1": sum(accuracies) / len(accuracies)})
+        tried.append({"scale": float(scale),
+                      "val_top1": mean_val_top1(body, names, tasks, bn, bn_batches)})
         log.info("λ = %.3g: mean validation top-1 %.4f", scale, tried[-1]["val_top1"])
     best = max(tried, key=lambda row: row["val_top1"])
     return best["scale"], tried
 
 
-def evolve_scales(base: dict[str, Tensor], merge: Callable[[list[float]], dict[str, Tensor]],
+def evolve_scales(merge: Callable[[list[float]], dict[str, Tensor]],
                   names: Sequence[str], tasks: Sequence[Task], search, bn: str,
                   bn_batches: int, seed: int) -> tuple[list[float], list[dict[str, Any]]]:
     """One λ per task found by nevergrad's NGOpt on the mean validation top-1, as the
@@ -168,13 +176,9 @@ def evolve_scales(base: dict[str, Tensor], merge: Callable[[list[float]], dict[s
     tried = []
 
     def loss(scales) -> float:
-        merged = merge([float(s) for s in scales])
-        accuracies = []
-        for task in tasks:
-            set_body(task, merged, names, bn, bn_batches)
-            accuracies.append(val_top1(task))
-        tried.append({"scale": [float(s) for s in scales],
-                      "val_top1": sum(accuracies) / len(accuracies)})
+        scales = [float(s) for s in scales]
+        tried.append({"scale": scales, "val_top1": mean_val_top1(merge(scales), names, tasks,
+                                                                 bn, bn_batches)})
         return -tried[-1]["val_top1"]
 
     best = optimizer.minimize(loss)
@@ -261,7 +265,7 @@ def merge_runs(cfg) -> dict[str, Any]:
                                         list(cfg.search.scales), bn, cfg.bn_batches)
             body = scaled(base_state, merged, names, scale)
         else:
-            scale, tried = evolve_scales(base_state, merge, names, tasks, cfg.search, bn,
+            scale, tried = evolve_scales(merge, names, tasks, cfg.search, bn,
                                          cfg.bn_batches, int(cfg.seed))
             body = merge(scale)
         final = []
