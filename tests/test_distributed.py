@@ -200,7 +200,8 @@ def test_slurm_launcher_preset_asks_one_task_per_gpu():
 # Methods that cannot run in the CIFAR-100 ResNet-18 table as they are: a regression method,
 # methods that need a checkpoint or another backbone, a method of continual protocols, and
 # the overlap study's d-Mixup (experiment=ts_limits).
-NOT_IN_OPENMIXUP_TABLE = {"cmixup", "attentivemix", "mixkd", "transmix", "dualmix", "dmixup"}
+NOT_IN_OPENMIXUP_TABLE = {"cmixup", "attentivemix", "mixkd", "transmix", "dualmix", "dmixup",
+                          "metrix"}  # metrix: pair losses (protocol=retrieval), not classifiers
 
 
 def test_openmixup_sweep_preset_covers_every_classification_method():

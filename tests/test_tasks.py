@@ -30,8 +30,11 @@ def test_every_method_declares_the_tasks_it_is_for():
     assert sorted(n for n, t in declared.items() if t == ("classification",)) == \
         sorted(CLASSIFICATION_ONLY)
     assert declared["cmixup"] == ("regression",)
+    # the no-mixing baseline fits every task; Metrix mixes inside pair losses only
+    assert declared["erm"] == ("classification", "regression", "retrieval")
+    assert declared["metrix"] == ("retrieval",)
     assert all(t == ("classification", "regression") for n, t in declared.items()
-               if n not in CLASSIFICATION_ONLY + ["cmixup"])
+               if n not in CLASSIFICATION_ONLY + ["cmixup", "erm", "metrix"])
 
 
 @pytest.mark.parametrize("name", CLASSIFICATION_ONLY)

@@ -17,11 +17,19 @@ from mixbench.data import make_loader
 from mixbench.engine.checkpoint import (CHECKPOINT_NAME, load_checkpoint, load_weights,
                                         restore_model)
 from mixbench.engine.context import resolve_device
-from mixbench.errors import CheckpointError
+from mixbench.errors import CheckpointError, ConfigError
 from mixbench.results.io import RESULTS_NAME, read_results, write_json_atomic
 from mixbench.results.record import completed_record, new_record
 
 log = logging.getLogger(__name__)
+
+
+# Protocols whose checkpoint is not a classifier or regressor that build_components rebuilds.
+NOT_REOPENED = {
+    "retrieval": "saves an embedding network with its own head and loss (re-evaluating it "
+                 "is not supported yet)",
+    "distill": "saves a synthetic set, not a trained model",
+}
 
 
 @dataclass
@@ -45,6 +53,11 @@ def load_run(run_dir: str | Path, device: str | torch.device = "auto") -> Loaded
     path = run_dir / CHECKPOINT_NAME
     state = load_checkpoint(path)
     cfg = OmegaConf.create(state["config"])
+    protocol = (cfg.get("protocol") or {}).get("name", "standard")
+    if protocol in NOT_REOPENED:
+        raise ConfigError(f"{run_dir} is a protocol={protocol} run, which {NOT_REOPENED[protocol]}"
+                          f"; its results.json has its metrics. Runs of the other protocols "
+                          f"reopen (evaluate, analyze, adapt, merge).")
     device = device if isinstance(device, torch.device) else resolve_device(device)
     parts = build_components(cfg, device)
     restore_model(parts.model, state["model"], path)

@@ -1,5 +1,6 @@
 """Losses (registered in LOSSES). Every loss takes (outputs B×K, targets B×K) and says which
-task it is for (``task``), so a classification loss never meets regression targets."""
+task it is for (``task``), so a classification loss never meets regression targets. Retrieval
+losses (``pair.py``) take (embeddings B×D, class indices B)."""
 from __future__ import annotations
 
 import torch
@@ -60,6 +61,6 @@ def mse() -> MeanSquaredError:
 
 # Registered after the classes above (bce, focal, decoupled): calibration.py imports nothing
 # from here, so there is no cycle.
-from mixbench.losses import calibration  # noqa: E402,F401  (registration)
+from mixbench.losses import calibration, pair  # noqa: E402,F401  (registration)
 from mixbench.losses.calibration import (BinaryCrossEntropy, DecoupledMixupLoss,  # noqa: E402,F401
                                          FocalLoss)

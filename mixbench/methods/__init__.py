@@ -1,7 +1,8 @@
 """Mixing methods (registered in METHODS). One module per family."""
 from mixbench.methods import (alignmix, attentivemix, base, cmixup, dualmix,  # noqa: F401
-                              manifold, mask_mixing, mixkd, policy, puzzlemix, rankmixup,
-                              regmixup, sample_mixing, snapmix, transmix)  # (registration)
+                              manifold, mask_mixing, metrix, mixkd, policy, puzzlemix,
+                              rankmixup, regmixup, sample_mixing, snapmix,
+                              transmix)  # (registration)
 from mixbench.methods.alignmix import AlignMix
 from mixbench.methods.attentivemix import AttentiveMix
 from mixbench.methods.base import ERM, Method, MixResult, StepOutput
@@ -9,6 +10,7 @@ from mixbench.methods.cmixup import CMixup
 from mixbench.methods.dualmix import DualMix
 from mixbench.methods.manifold import ManifoldMix
 from mixbench.methods.mask_mixing import FMix, GridMix, ResizeMix, SaliencyMix, SmoothMix
+from mixbench.methods.metrix import Metrix
 from mixbench.methods.mixkd import MixKD
 from mixbench.methods.policy import AutoMix
 from mixbench.methods.puzzlemix import PuzzleMix
@@ -19,6 +21,7 @@ from mixbench.methods.snapmix import SnapMix
 from mixbench.methods.transmix import TransMix
 
 __all__ = ["AlignMix", "AttentiveMix", "AutoMix", "CMixup", "CutMix", "DualMix", "ERM", "FMix",
-           "GridMix", "ManifoldMix", "Method", "MixKD", "MixResult", "Mixup", "MixupCutMix",
+           "GridMix", "ManifoldMix", "Method", "Metrix", "MixKD", "MixResult", "Mixup",
+           "MixupCutMix",
            "PuzzleMix", "RankMixup", "RegMixup", "ResizeMix", "SaliencyMix", "SampleMixer",
            "SmoothMix", "SnapMix", "StepOutput", "TransMix"]

@@ -113,7 +113,10 @@ class Method:
 class ERM(Method):
     """Empirical risk minimisation: the no-mixing baseline (the default when no method is set).
     Class indices go to the loss as they are: every loss takes them, and cross-entropy then
-    runs its fused kernel instead of a product with one-hot rows (the same gradients)."""
+    runs its fused kernel instead of a product with one-hot rows (the same gradients).
+    Pair losses (retrieval) take the class indices as they are, too."""
+
+    tasks = ("classification", "regression", "retrieval")
 
     def step(self, model, batch, loss_fn) -> StepOutput:
         x, labels = batch[0], batch[1]

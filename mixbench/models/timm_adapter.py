@@ -41,5 +41,20 @@ def timm_backbone(*, num_classes: int, in_channels: int = 3, model_name: str = "
     if checkpoint:
         from mixbench.engine.checkpoint import load_weights
 
-        model.load_state_dict(load_weights(checkpoint))
+        load_body(model, load_weights(checkpoint), checkpoint)
     return TimmBackbone(model)
+
+
+def load_body(model: nn.Module, weights: dict, source) -> None:
+    """``weights`` into ``model``; a classifier of another class count (ImageNet weights for
+    a 100-class head) is left as initialised, every other tensor must match."""
+    prefix = model.pretrained_cfg.get("classifier", "") if hasattr(model, "pretrained_cfg") \
+        else ""
+    own = model.state_dict()
+    head = {k for k in weights if prefix and k.startswith(prefix + ".") and k in own
+            and weights[k].shape != own[k].shape}
+    missing, unexpected = model.load_state_dict(
+        {k: v for k, v in weights.items() if k not in head}, strict=False)
+    if set(missing) - head or unexpected:
+        raise ConfigError(f"backbone.checkpoint={source} does not fit this model: missing "
+                          f"{sorted(set(missing) - head)[:5]}, unexpected {unexpected[:5]}")

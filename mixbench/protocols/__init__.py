@@ -1,7 +1,8 @@
 """Protocols (registered in PROTOCOLS): the shapes a run can take. ``standard`` fits once and
 evaluates once; ``class_incremental`` and ``online`` learn classes arriving over time
 (docs/continual.md). See docs/architecture.md for how to add one."""
-from mixbench.protocols import class_incremental, online, standard  # noqa: F401  (registration)
+from mixbench.protocols import (class_incremental, online, retrieval,  # noqa: F401
+                                standard)  # (registration)
 from mixbench.protocols.base import Protocol
 from mixbench.protocols.standard import Standard
 

@@ -32,6 +32,10 @@ SECTION_COLUMNS = {
               Column("individual_avg_top1", "fine-tuned avg %", 100, None, 2),
               Column("base_avg_top1", "θ₀ avg %", 100, None, 2),
               Column("scale", "λ", 1, None, 2)),
+    # protocol=retrieval: the epoch with the best test R@1 and its Recall@K (the official
+    # Metrix code's number: test-set selection). No leading columns: the retrieval task's
+    # own columns show them after the final epoch's, which rank the rows.
+    "retrieval": (),
 }
 
 # A continual run's per-step records (results.json's continual.steps), averaged over seeds in

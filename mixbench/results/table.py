@@ -58,7 +58,10 @@ def experiment_groups(runs: pd.DataFrame, group_by: list[str]) -> list[str]:
     runs' ``tag`` where a study set one (its configurations may share dataset, method and
     loss, e.g. mixup with and without label noise, and must not be averaged together)."""
     tags = ["tag"] if "tag" in runs and runs["tag"].notna().any() else []
-    return group_by + protocol_options(runs) + [t for t in tags if t not in group_by]
+    modes = ["method.mode"] if "method.mode" in runs and runs["method.mode"].notna().any() \
+        else []
+    return group_by + [m for m in modes if m not in group_by] + protocol_options(runs) + \
+        [t for t in tags if t not in group_by]
 
 
 def _cell(value):
@@ -99,6 +102,8 @@ def _row(path: Path, results: dict) -> dict:
         "backbone": cfg["backbone"]["name"],
         "method": (cfg.get("method") or {}).get("name", "erm"),
         "loss": (cfg.get("loss") or {}).get("name"),
+        # a method's variant (metrix's input / feature / embed): different experiments
+        "method.mode": _cell((cfg.get("method") or {}).get("mode")),
         "epochs": (cfg.get("trainer") or {}).get("epochs"),
         # dataset.label_noise.p, for --group-by ...,label_noise (the temperature-scaling study)
         "label_noise": ((cfg["dataset"].get("label_noise") or {}).get("p") or 0.0),
@@ -278,9 +283,13 @@ def render_table(summary: pd.DataFrame, columns: list[Column],
                  for m, s in zip(mean, std)]
         if col.higher_is_better is not None:
             best = mean.idxmax() if col.higher_is_better else mean.idxmin()
+    missing = reference[keys].isna()
             cells[best] = f"{bold[0]}{cells[best]}{bold[1]}"
         shown[col.title] = cells
         ref = f"ref_{col.key}"
+    for k in keys:  # a reference row without a value (e.g. no method.mode) stays missing
+        if summary[k].dtype == object:
+            reference.loc[missing[k], k] = None
         if ref in summary:
             shown[f"published {col.header}"] = [
                 f"{r * col.scale:.{col.decimals}f}" if pd.notna(r) else "—" for r in summary[ref]]

@@ -1,7 +1,7 @@
-"""Tasks (registered in TASKS): classification and regression. A dataset says which task it
-is (``DataBundle.task``); ``task_for`` builds that task's object for a run."""
+"""Tasks (registered in TASKS): classification, regression and retrieval. A dataset says which
+task it is (``DataBundle.task``); ``task_for`` builds that task's object for a run."""
 from mixbench.registry import TASKS
-from mixbench.tasks import classification, regression  # noqa: F401  (registration)
+from mixbench.tasks import classification, regression, retrieval  # noqa: F401  (registration)
 from mixbench.tasks.base import Task, require_task
 
 

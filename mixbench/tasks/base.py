@@ -33,8 +33,10 @@ class Task:
         """Reject a loss or method made for another task, before anything runs."""
         dataset = self.data.name
         if loss_fn.task != self.name:
+            hint = getattr(loss_fn, "task_hint", "")  # e.g. where retrieval losses belong
             raise ConfigError(f"loss={loss_name} is a {loss_fn.task} loss, but dataset={dataset} "
-                              f"is a {self.name} task: use loss={self.default_loss}")
+                              f"is a {self.name} task: use loss={self.default_loss}"
+                              + (f" ({hint})" if hint else ""))
         if self.name not in method.tasks:
             wanted = " or ".join(method.tasks)
             raise ConfigError(f"method={method_name} is for {wanted}, but dataset={dataset} is "
