@@ -8,6 +8,7 @@ from mixbench.components import BACKBONES
 # (config, input shape). Heavy CIFAR nets get a tiny batch; timm covers a CNN and a ViT.
 CASES = {
     "small_cnn": ({"name": "small_cnn"}, (2, 1, 8, 8)),
+    "convnet": ({"name": "convnet", "width": 16}, (2, 3, 32, 32)),
     "mlp": ({"name": "mlp", "depth": 3}, (2, 6)),
     "resnet18": ({"name": "resnet18"}, (2, 3, 32, 32)),
     "resnet32": ({"name": "resnet32"}, (2, 3, 32, 32)),

@@ -1,5 +1,6 @@
-"""Backbones (registered in BACKBONES): CIFAR ResNets, a small CNN, an MLP, and any timm model."""
-from mixbench.models import mlp, resnet, small, timm_adapter  # noqa: F401  (registration)
+"""Backbones (registered in BACKBONES): CIFAR ResNets, a small CNN, an MLP, the ConvNet of
+dataset distillation, and any timm model."""
+from mixbench.models import convnet, mlp, resnet, small, timm_adapter  # noqa: F401  (registration)
 from mixbench.models.base import Backbone
 
 __all__ = ["Backbone"]

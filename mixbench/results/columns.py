@@ -36,6 +36,19 @@ SECTION_COLUMNS = {
     # Metrix code's number: test-set selection). No leading columns: the retrieval task's
     # own columns show them after the final epoch's, which rank the rows.
     "retrieval": (),
+    # protocol=distill: networks trained on the synthetic set, final epoch (mean over
+    # protocol.num_eval nets); the best epoch on the test set is what MTT/AST's code reports
+    # (test-set selection, not ranked); real subsets of the same size as baselines
+    "distill": (Column("syn_top1", "distilled top-1 %", 100, True, 2),
+                Column("syn_best_top1", "best test epoch % (test-selected)", 100, None, 2),
+                Column("random_top1", "random real %", 100, None, 2),
+                Column("kmeans_top1", "K-means real %", 100, None, 2),
+                Column("syn_lr", "learned α", 1, None, 4)),
+    # protocol=experts: final test top-1 and the mean per-epoch parameter change ‖Δθ‖
+    # (AST's smoothness) over epochs 1-10 and after
+    "experts": (Column("expert_top1", "expert top-1 %", 100, True, 2),
+                Column("change_early", "‖Δθ‖/epoch, first 10", 1, None, 3),
+                Column("change_late", "‖Δθ‖/epoch, later", 1, None, 3)),
 }
 
 # A continual run's per-step records (results.json's continual.steps), averaged over seeds in

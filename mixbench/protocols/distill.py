@@ -1,0 +1,297 @@
+"""Dataset distillation by trajectory matching (``protocol=distill``): MTT (Cazenavette et
+al. 2022) with AST's student options (Shen et al. 2023), on experts from
+``protocol=experts``.
+
+Each iteration picks an expert and a start epoch t < T⁺ (``max_start_epoch``), unrolls a
+student from θ*_t for N (``syn_steps``) SGD steps on the synthetic set with the learnable rate
+α, and steps the images and α (SGD, momentum 0.5) on ‖θ̂_N − θ*_{t+M}‖² / ‖θ*_t − θ*_{t+M}‖².
+An iteration's draws (expert, t, minibatches, DSA, perturbation) come from (seed, iteration),
+and the synthetic set is checkpointed every ``checkpoint_every`` iterations, so a killed run
+resumes to the same images. Then ``num_eval`` fresh networks train on the synthetic set
+(lr = α, × 0.1 at half, the run's optimiser and ``+method=``) and on the ``baselines`` (real
+subsets of the same size), and results.json gets their final-epoch test numbers in its
+``distill`` section, with the best test epoch beside them, labelled."""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from mixbench.components import BACKBONES, build_components
+from mixbench.config import check_same_experiment, experiment_changes
+from mixbench.distill.augment import DSA
+from mixbench.distill.evaluate import evaluate_set, save_grid
+from mixbench.distill.init import INITS, check_ipc, kmeans_real, random_real, representative
+from mixbench.distill.matching import ParamLayout, StudentOptions, match_trajectory
+from mixbench.distill.trajectories import load_experts, prepared_data
+from mixbench.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from mixbench.engine.context import RunContext, prepare, validate_config
+from mixbench.engine.rundir import RunLock, completed_results
+from mixbench.engine.seeding import epoch_seed, seed_everything
+from mixbench.errors import ConfigError, NonFiniteLossError
+from mixbench.protocols.base import Protocol
+from mixbench.protocols.experts import refuse_unless_resuming
+from mixbench.registry import PROTOCOLS
+from mixbench.tasks import require_task
+
+log = logging.getLogger(__name__)
+STATE_NAME = "distill.pt"  # the synthetic set and its optimisers, for resume
+SYNTHETIC_NAME = "synthetic.pt"  # the final synthetic set: images, labels, α
+BASELINES = ("random", "kmeans")
+MAKE_EXPERTS_KEYS = {"protocol", "trainer", "optimizer", "scheduler", "seed"}
+
+
+def _positive(key: str, value, kind=int) -> None:
+    if not isinstance(value, kind) or isinstance(value, bool) or not value > 0:
+        raise ConfigError(f"protocol.{key} must be a positive {kind.__name__}, got {value!r}")
+
+
+@PROTOCOLS.register("distill")
+class Distill(Protocol):
+    name = "distill"
+
+    def __init__(self, *, experts: str | None = None, ipc: int = 10, syn_steps: int = 20,
+                 expert_epochs: int = 2, max_start_epoch: int = 20, iterations: int = 5000,
+                 lr_img: float = 1000.0, lr_lr: float = 1e-5, lr_teacher: float = 0.01,
+                 momentum: float = 0.5, batch_syn: int | None = None, init: str = "real",
+                 dsa: bool = True, dsa_strategy: str = "color_crop_cutout_flip_scale_rotate",
+                 student_momentum: float = 0.0, balanced_loss: bool = False,
+                 intermediate: str = "off", weight_perturb: bool = False,
+                 max_experts: int | None = None, checkpoint_every: int = 10,
+                 log_every: int = 10, num_eval: int = 5,
+                 baselines: list[str] | tuple[str, ...] = BASELINES,
+                 make_experts: dict | None = None):
+        if not isinstance(ipc, int) or isinstance(ipc, bool) or ipc < 1:
+            raise ConfigError(f"protocol.ipc (images per class) must be an integer >= 1, "
+                              f"got {ipc!r}")
+        for key, value in (("syn_steps", syn_steps), ("expert_epochs", expert_epochs),
+                           ("max_start_epoch", max_start_epoch), ("iterations", iterations),
+                           ("checkpoint_every", checkpoint_every), ("log_every", log_every)):
+            _positive(key, value)
+        if not isinstance(num_eval, int) or num_eval < 0:
+            raise ConfigError(f"protocol.num_eval must be an integer >= 0, got {num_eval!r}")
+        for key, value in (("lr_img", lr_img), ("lr_lr", lr_lr), ("lr_teacher", lr_teacher)):
+            _positive(key, float(value), float)
+        if batch_syn is not None:
+            _positive("batch_syn", batch_syn)
+        if init not in INITS:
+            raise ConfigError(f"protocol.init must be one of {INITS}, got {init!r}")
+        unknown = [b for b in baselines if b not in BASELINES]
+        if unknown:
+            raise ConfigError(f"protocol.baselines takes {BASELINES}, got {list(baselines)}")
+        self.experts, self.ipc, self.init = experts, ipc, init
+        self.syn_steps, self.expert_epochs = syn_steps, expert_epochs
+        self.max_start_epoch, self.iterations = max_start_epoch, iterations
+        self.lr_img, self.lr_lr, self.lr_teacher = float(lr_img), float(lr_lr), float(lr_teacher)
+        self.momentum, self.batch_syn = momentum, batch_syn
+        self.dsa = DSA(dsa_strategy) if dsa else None
+        self.student = StudentOptions(student_momentum, balanced_loss, intermediate,
+                                      weight_perturb)
+        self.max_experts, self.checkpoint_every, self.log_every = (max_experts,
+                                                                   checkpoint_every, log_every)
+        self.num_eval, self.baselines = num_eval, tuple(baselines)
+        if make_experts is not None and set(make_experts) - MAKE_EXPERTS_KEYS:
+            raise ConfigError(f"protocol.make_experts takes {sorted(MAKE_EXPERTS_KEYS)}, got "
+                              f"{sorted(make_experts)}")
+        self.make_experts = make_experts
+
+    def __call__(self, ctx: RunContext) -> dict:
+        cfg = ctx.cfg
+        if ctx.info.enabled:
+            raise ConfigError("protocol=distill runs in one process; use trainer.devices=1")
+        seed_everything(cfg.seed)
+        parts = build_components(cfg, ctx.device)
+        require_task(parts.task, "classification", "protocol=distill")
+        num_classes, channels = parts.data.num_classes, parts.data.in_channels
+
+        def layout_of(config):
+            self.check_experts_match(config, ctx.config)
+            return ParamLayout.of(BACKBONES.build(config["backbone"], num_classes=num_classes,
+                                                  in_channels=channels))
+
+        if self.make_experts is not None:
+            self.train_experts(cfg)
+        experts = load_experts(self.experts, layout_of,
+                               self.max_start_epoch + self.expert_epochs - 1, self.max_experts)
+        data = prepared_data(parts.data, experts.zca)
+        real_x, real_y = data.train.x, data.train.y
+        check_ipc(self.ipc, real_y, num_classes)
+        model = BACKBONES.build(cfg.backbone, num_classes=num_classes,
+                                in_channels=channels).to(ctx.device)
+        layout = ParamLayout.of(model)
+        model.requires_grad_(False)  # the student's parameters are functional_call's
+        trajectories = [[p.to(ctx.device) for p in tr] for tr in experts.trajectories]
+        labels = torch.arange(num_classes).repeat_interleave(self.ipc).to(ctx.device)
+        state_path = ctx.run_dir / STATE_NAME
+        saved = None
+        if state_path.exists():
+            refuse_unless_resuming(cfg.trainer, state_path)
+        ctx.write_results(task=parts.task.name)
+        if state_path.exists():
+            saved = load_checkpoint(state_path)
+            check_same_experiment(saved["config"], ctx.config, state_path)
+            start = saved["images"]
+        else:
+            start = self.initial_images(real_x, real_y, num_classes, experts, cfg.seed,
+                                        ctx.device)
+        images = start.to(ctx.device).clone().requires_grad_(True)
+        lr = torch.tensor(saved["lr"] if saved else self.lr_teacher,
+                          device=ctx.device).requires_grad_(True)
+        opt_img = torch.optim.SGD([images], lr=self.lr_img, momentum=self.momentum)
+        opt_lr = torch.optim.SGD([lr], lr=self.lr_lr, momentum=self.momentum)
+        history, losses, done, distill_s = [], [], 0, 0.0
+        if saved:
+            opt_img.load_state_dict(saved["opt_img"])
+            opt_lr.load_state_dict(saved["opt_lr"])
+            history, losses = saved["history"], saved["losses"]
+            done, distill_s = saved["iteration"], saved["distill_s"]
+            log.info("resuming the distillation at iteration %d/%d", done, self.iterations)
+        log.info("run %s: %d images per class of %s from %d experts, N=%d, M=%d, T+=%d",
+                 ctx.run_dir, self.ipc, cfg.dataset.name, len(trajectories), self.syn_steps,
+                 self.expert_epochs, self.max_start_epoch)
+
+        def save_state(iteration: int) -> None:
+            ctx.save_checkpoint(state_path, {
+                "iteration": iteration, "images": images.detach().cpu(),
+                "lr": float(lr.detach()), "opt_img": opt_img.state_dict(),
+                "opt_lr": opt_lr.state_dict(), "history": history, "losses": losses,
+                "distill_s": distill_s,
+                "config": ctx.config})
+
+        for it in range(done, self.iterations):
+            began = time.perf_counter()
+            generator = torch.Generator().manual_seed(epoch_seed(cfg.seed, it))
+            expert = int(torch.randint(len(trajectories), (), generator=generator))
+            start_epoch = int(torch.randint(self.max_start_epoch, (), generator=generator))
+            loss = match_trajectory(model, layout, trajectories[expert], start_epoch, images,
+                                    labels, lr, syn_steps=self.syn_steps,
+                                    expert_epochs=self.expert_epochs,
+                                    max_start_epoch=self.max_start_epoch,
+                                    options=self.student, generator=generator,
+                                    batch_size=self.batch_syn, augment=self.dsa)
+            opt_img.zero_grad(set_to_none=True)
+            opt_lr.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_img.step()
+            opt_lr.step()
+            value = loss.item()
+            distill_s += time.perf_counter() - began
+            if not math.isfinite(value):
+                raise NonFiniteLossError(f"the matching loss became {value} at iteration "
+                                         f"{it + 1}: lower protocol.lr_img or protocol.lr_lr")
+            losses.append(value)
+            if (it + 1) % self.log_every == 0 or it + 1 == self.iterations:
+                history.append({"iteration": it + 1, "loss": sum(losses) / len(losses),
+                                "lr": float(lr.detach())})
+                log.info("iteration %d/%d: matching loss %.4f, α %.5f", it + 1,
+                         self.iterations, history[-1]["loss"], history[-1]["lr"])
+                losses.clear()  # (the list the checkpoint holds: a window in progress)
+            if (it + 1) % self.checkpoint_every == 0 or it + 1 == self.iterations:
+                save_state(it + 1)
+
+        alpha = float(lr.detach())
+        synthetic = images.detach().cpu()
+        if ctx.main:
+            save_checkpoint(ctx.run_dir / SYNTHETIC_NAME, {
+                "images": synthetic, "labels": labels.cpu(), "lr": alpha,
+                "config": ctx.config})
+            save_grid(synthetic, self.ipc, ctx.run_dir / "synthetic.png")
+
+        began = time.perf_counter()
+        evaluations = {}
+        sets = {"distilled": (synthetic, alpha)}
+        for name in self.baselines:
+            sets[name] = (real_x[self.real_subset(name, real_x, real_y, num_classes,
+                                                  cfg.seed)], self.lr_teacher)
+        for name, (x, rate) in sets.items() if self.num_eval else ():
+            evaluations[name] = evaluate_set(ctx, parts, data, x, labels.cpu(), rate,
+                                             name=name, num_eval=self.num_eval,
+                                             backbone=cfg.backbone, dsa=self.dsa)
+        section = {"ipc": self.ipc, "init": self.init, "iterations": self.iterations,
+                   "experts": len(trajectories), "syn_lr": alpha,
+                   "final_loss": history[-1]["loss"] if history else None}
+        for name, summary in evaluations.items():
+            prefix = "syn" if name == "distilled" else name
+            for key in ("top1", "top1_std", "ece", "ece_std", "best_top1", "best_top1_std"):
+                section[f"{prefix}_{key}"] = summary[key]
+        section["evaluations"] = {name: {k: v for k, v in s.items() if k != "test"}
+                                  for name, s in evaluations.items()}
+        test = evaluations["distilled"]["test"] if evaluations else {}
+        return ctx.write_results(
+            test=test, distill=section, history=history, status="completed",
+            timings={"train_s": distill_s, "eval_s": time.perf_counter() - began,
+                     "samples_per_s": None,
+                     "iterations_per_s": self.iterations / distill_s if distill_s else None,
+                     "processes": 1})
+
+    def train_experts(self, cfg) -> None:
+        """``protocol.make_experts``: train the experts into ``protocol.experts`` first (a
+        run of protocol=experts on this run's dataset and backbone with these settings;
+        experts already there are kept, a finished run is not repeated), so that one command
+        goes from data to a distilled set."""
+        if not self.experts:
+            raise ConfigError("protocol.make_experts needs protocol.experts: the folder to "
+                              "train the experts into")
+        make = self.make_experts
+        config = OmegaConf.to_container(cfg, resolve=True)
+        config["protocol"] = {"name": "experts", **(make.get("protocol") or {})}
+        config["trainer"].update({**(make.get("trainer") or {}), "keep_every": 1,
+                                  "resume": True})
+        config["optimizer"].update(make.get("optimizer") or {})
+        config["scheduler"] = make.get("scheduler") or {"name": "constant"}
+        config["method"] = {"name": "erm"}
+        # the experts are shared by every seed and study label of the distillation
+        config["seed"], config["tag"] = make.get("seed", 0), None
+        experts_cfg = OmegaConf.create(config)
+        validate_config(experts_cfg)
+        folder = Path(self.experts)
+        folder.mkdir(parents=True, exist_ok=True)
+        done = completed_results(folder)
+        if done is not None and not experiment_changes(done.get("config", {}), config):
+            return
+        log.info("training the experts into %s first (protocol.make_experts)", folder)
+        with RunLock(folder):  # (engine.run would import the protocols: a cycle)
+            PROTOCOLS.build(experts_cfg.protocol)(prepare(experts_cfg, folder))
+
+    @staticmethod
+    def check_experts_match(expert_config: dict, config: dict) -> None:
+        """The student must be the experts' network on the experts' data."""
+        for key in ("dataset", "backbone"):
+            theirs, ours = expert_config.get(key) or {}, config.get(key) or {}
+            fields = ("name",) if key == "dataset" else tuple(set(theirs) | set(ours))
+            differ = [f for f in fields if theirs.get(f) != ours.get(f)]
+            if differ:
+                raise ConfigError(
+                    f"the experts were trained with {key} "
+                    f"{ {f: theirs.get(f) for f in differ} }, this run has "
+                    f"{ {f: ours.get(f) for f in differ} }: run protocol=distill with the "
+                    f"experts' {key} (e.g. {key}={theirs.get('name')}), or point "
+                    f"protocol.experts at experts of this {key}")
+
+    def initial_images(self, real_x, real_y, num_classes, experts, seed, device):
+        """``ipc`` images per class, class by class: real ones (random, K-means centres of the
+        pixels, or AST's representative ones from the first expert's final weights) or
+        Gaussian noise."""
+        generator = torch.Generator().manual_seed(epoch_seed(seed, -1))
+        if self.init == "noise":
+            return torch.randn((num_classes * self.ipc, *real_x.shape[1:]), generator=generator)
+        if self.init == "representative":
+            model = BACKBONES.build(experts.config["backbone"], num_classes=num_classes,
+                                    in_channels=real_x.shape[1]).to(device).eval()
+            weights = load_checkpoint(experts.folders[0] / CHECKPOINT_NAME)["model"]
+            model.load_state_dict(weights)
+            rows = representative(lambda x: model(x.to(device)).cpu(), real_x, real_y,
+                                  self.ipc, num_classes, seed)
+            return real_x[rows]
+        return real_x[self.real_subset("random" if self.init == "real" else "kmeans", real_x,
+                                       real_y, num_classes, seed)]
+
+    def real_subset(self, name, real_x, real_y, num_classes, seed) -> torch.Tensor:
+        if name == "random":
+            generator = torch.Generator().manual_seed(epoch_seed(seed, -2))
+            return random_real(real_y, self.ipc, num_classes, generator)
+        return kmeans_real(real_x, real_y, self.ipc, num_classes, seed)
