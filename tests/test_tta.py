@@ -99,3 +99,44 @@ def test_the_mixture_statistics_follow_the_official_formula_for_several_componen
         expected = (z[b] - mean[:, None, None]) / torch.sqrt(total[:, None, None] + layer.eps)
         expected = expected * layer.weight[:, None, None] + layer.bias[:, None, None]
         assert torch.allclose(out[b], expected, atol=1e-5)
+
+
+def test_the_component_update_follows_the_official_formula_for_a_batch():
+    layer = UnMixTNS2d.from_bn(source_bn(channels=5), num_components=4, batch_size_max=64,
+                               generator=torch.Generator().manual_seed(3))
+    means, variances = layer.component_means.clone(), layer.component_vars.clone()
+    z = torch.randn(16, 5, 3, 3) * 2 + 1
+    layer(z)
+    mu, var = z.mean(dim=(2, 3)), z.var(dim=(2, 3), unbiased=False)
+    p = torch.softmax(torch.nn.functional.cosine_similarity(
+        mu[:, None], means[None], dim=-1) / 0.07, dim=1)
+    rate = 1 - 0.9 ** (16 / 64)
+    for k in range(4):  # component by component, instance by instance
+        step_mu = sum(p[b, k] * (mu[b] - means[k]) for b in range(16)) / 16
+        step_var = sum(p[b, k] * (var[b] - variances[k]) for b in range(16)) / 16
+        assert torch.allclose(layer.component_means[k], means[k] + rate * step_mu, atol=1e-5)
+        assert torch.allclose(layer.component_vars[k], variances[k] + rate * step_var,
+                              atol=1e-5)
+
+
+def test_the_mixture_variance_stays_accurate_far_from_zero():
+    """Large channel means (activations after many layers): the variance is computed on
+    centred components, so it matches the float64 formula instead of cancelling."""
+    g = torch.Generator().manual_seed(4)
+    means = 200 + torch.randn(16, 6, generator=g)
+    variances = 0.5 + torch.rand(16, 6, generator=g)
+    z = 200 + torch.randn(8, 6, 4, 4, generator=g)
+    layer = UnMixTNS2d(num_features=6, num_components=16)
+    layer.component_means.copy_(means)
+    layer.component_vars.copy_(variances)
+    out = layer(z)
+    z, means, variances = z.double(), means.double(), variances.double()
+    mu, var = z.mean(dim=(2, 3)), z.var(dim=(2, 3), unbiased=False)
+    p = torch.softmax(torch.nn.functional.cosine_similarity(
+        mu[:, None], means[None], dim=-1) / 0.07, dim=1)[..., None]
+    mixed_mu = (1 - p) * means + p * mu[:, None]
+    mixed_var = (1 - p) * variances + p * var[:, None]
+    mean = mixed_mu.mean(dim=1)
+    total = mixed_var.mean(dim=1) + ((mixed_mu - mean[:, None]) ** 2).mean(dim=1)
+    expected = (z - mean[..., None, None]) / torch.sqrt(total[..., None, None] + 1e-5)
+    assert torch.allclose(out.double(), expected, atol=2e-3)

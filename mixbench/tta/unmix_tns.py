@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from mixbench.errors import ConfigError
 
 TEMPERATURE = 0.07  # hard-coded in the official code
+COSINE_EPS = 1e-8  # as F.cosine_similarity's; a matrix product instead of its B×K×C broadcast
 
 
 class UnMixTNS2d(nn.Module):
@@ -69,31 +70,46 @@ class UnMixTNS2d(nn.Module):
         return layer
 
     def forward(self, z: Tensor) -> Tensor:
-        batch = z.shape[0]
-        inst_mean = z.mean(dim=(2, 3))  # B×C
-        inst_var = z.var(dim=(2, 3), unbiased=False)
+        inst_var, inst_mean = torch.var_mean(z, dim=(2, 3), unbiased=False)  # B×C each
         with torch.no_grad():
-            similarity = F.cosine_similarity(inst_mean[:, None], self.component_means[None],
-                                             dim=-1)  # B×K
+            similarity = (F.normalize(inst_mean, dim=1, eps=COSINE_EPS)
+                          @ F.normalize(self.component_means, dim=1, eps=COSINE_EPS).T)  # B×K
             assign = torch.softmax(similarity / TEMPERATURE, dim=1)
-        p = assign[..., None]  # B×K×1
-        mixed_mean = (1 - p) * self.component_means + p * inst_mean[:, None]  # B×K×C
-        mixed_var = (1 - p) * self.component_vars + p * inst_var[:, None]
-        mean = mixed_mean.mean(dim=1)
-        var = mixed_var.mean(dim=1) + (mixed_mean ** 2).mean(dim=1) - mean ** 2
-        out = (z - mean[..., None, None]) * torch.rsqrt(var[..., None, None] + self.eps)
-        out = out * self.weight[:, None, None] + self.bias[:, None, None]
-        self._update(assign, inst_mean.detach(), inst_var.detach(), batch)
+        mean, var = mixture_statistics(assign, inst_mean, inst_var, self.component_means,
+                                       self.component_vars)
+        scale = self.weight * torch.rsqrt(var + self.eps)  # B×C: one pass over z below
+        shift = self.bias - mean * scale
+        out = torch.addcmul(shift[..., None, None], z, scale[..., None, None])
+        self._update(assign, inst_mean.detach(), inst_var.detach(), z.shape[0])
         return out
 
     @torch.no_grad()
     def _update(self, assign: Tensor, inst_mean: Tensor, inst_var: Tensor, batch: int) -> None:
+        """μ_k += λ·mean_b p_bk·(μ̃_b − μ_k), σ²_k likewise, as K×C matrix products."""
         rate = 1 - (1 - self.momentum) ** (batch / self.batch_size_max)
-        weights = assign[..., None]  # B×K×1
-        self.component_means += rate * (weights * (inst_mean[:, None] - self.component_means)
-                                        ).mean(dim=0)
-        self.component_vars += rate * (weights * (inst_var[:, None] - self.component_vars)
-                                       ).mean(dim=0)
+        weight = assign.sum(dim=0)[:, None]  # K×1: Σ_b p_bk
+        for component, instance in ((self.component_means, inst_mean),
+                                    (self.component_vars, inst_var)):
+            component += (rate / batch) * (assign.T @ instance - weight * component)
+
+
+def mixture_statistics(assign: Tensor, inst_mean: Tensor, inst_var: Tensor, means: Tensor,
+                       variances: Tensor) -> tuple[Tensor, Tensor]:
+    """μ̄_b and σ̄²_b of the module docstring without the B×K×C tensors μ̂, σ̂²: the sums over
+    k expand into B×K by K×C products (Σ_k p_bk = 1). The components are centred on their
+    mean first, so that E_k μ̂² − μ̄² cancels small numbers, not large ones."""
+    k = means.shape[0]
+    centre = means.mean(dim=0)
+    centred, inst = means - centre, inst_mean - centre  # K×C, B×C
+    p2 = assign * assign
+    p_m, p2_m = assign @ centred, p2 @ centred  # B×C
+    p_m2, p2_m2 = assign @ (centred * centred), p2 @ (centred * centred)
+    mean = (inst - p_m) / k  # mean_k μ̂_bk, centred (mean_k of the centred means is 0)
+    mean_var = variances.mean(dim=0) + (inst_var - assign @ variances) / k  # mean_k σ̂²_bk
+    # mean_k μ̂²_bk with μ̂_bk = μ_k + p_bk·(μ̃_b − μ_k), centred
+    mean_sq = ((centred * centred).sum(dim=0) + 2 * (inst * p_m - p_m2)
+               + inst * inst * p2.sum(dim=1, keepdim=True) - 2 * inst * p2_m + p2_m2) / k
+    return mean + centre, mean_var + mean_sq - mean * mean
 
 
 def replace_bn(model: nn.Module, num_components: int = 16, batch_size_max: int = 64,
