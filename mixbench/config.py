@@ -26,6 +26,11 @@ INTRODUCED = {"protocol.name": "standard", "trainer.init_from": None, "tag": Non
 
 OmegaConf.register_new_resolver("mixbench_execution_keys", lambda: list(EXECUTION_KEYS),
                                 replace=True)
+# The last ``parts`` folders of a path, to name a sweep's sub-folder after a run it reads
+# (tools/adapt.py: ``source=runs/x/erm/seed0`` → ``erm/seed0``).
+OmegaConf.register_new_resolver(
+    "mixbench_path_tail", lambda path, parts=2: "/".join(Path(str(path)).parts[-int(parts):]),
+    replace=True)
 
 
 def is_execution_key(dotted: str) -> bool:

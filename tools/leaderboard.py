@@ -30,7 +30,8 @@ from mixbench.results.reproductions import (evaluate_claims, load_claims,  # noq
 from mixbench.results.table import (IDENTITY, SECTION, attach_reference,  # noqa: E402
                                     columns_for, console_columns, experiment_groups,
                                     filter_runs, load_runs, search_by_scale, summarize,
-                                    summarize_search, summarize_steps, to_markdown)
+                                    summarize_corruptions, summarize_search, summarize_steps,
+                                    to_markdown)
 
 
 def parse_args(argv):
@@ -108,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
                 per_scale = to_markdown(wide, scale_columns, groups)
                 texts.append(f"### {protocol}: validation top-1 (mean over the tasks) at each "
                              f"λ\n\n{per_scale}")
+                console.append(texts[-1])
+            for value, wide, corruption_columns in summarize_corruptions(section_runs, groups):
+                texts.append(f"### {protocol}: {value.header} per corruption\n\n"
+                             f"{to_markdown(wide, corruption_columns, groups)}")
                 console.append(texts[-1])
         checked = evaluate_claims(runs, claims) if claims else None
     except (KeyError, ConfigError) as err:

@@ -36,6 +36,13 @@ SECTION_COLUMNS = {
     # Metrix code's number: test-set selection). No leading columns: the retrieval task's
     # own columns show them after the final epoch's, which rank the rows.
     "retrieval": (),
+    # tools/adapt.py: means over the corruptions of the adapted predictions (error as the
+    # UnMix-TNS paper reports it)
+    "adaptation": (Column("mean_error", "error % (mean)", 100, False, 2),
+                   Column("mean_nll", "NLL", 1, False, 3),
+                   Column("mean_ece", "ECE %", 100, False, 2),
+                   Column("mean_aece", "aECE %", 100, False, 2),
+                   Column("mean_brier", "Brier", 1, False, 3)),
     # protocol=distill: networks trained on the synthetic set, final epoch (mean over
     # protocol.num_eval nets); the best epoch on the test set is what MTT/AST's code reports
     # (test-set selection, not ranked); real subsets of the same size as baselines
@@ -70,3 +77,8 @@ TIMING_COLUMNS = (Column("train_s", "train s", 1, None, 1),
 # A merge's search (results.json's merge.search): the mean validation top-1 over the tasks at
 # each λ tried, averaged over seeds in a table of its own (how sensitive a merger is to λ).
 SEARCH_COLUMNS = (Column("val_top1", "val top-1 % (mean over tasks)", 100, None, 2),)
+
+# An adaptation's per-corruption records (results.json's adaptation.corruptions), averaged over
+# source seeds in tables of their own, a column per corruption.
+CORRUPTION_COLUMNS = (Column("error", "error %", 100, None, 2),
+                      Column("ece", "ECE %", 100, None, 2))

@@ -15,7 +15,8 @@ from mixbench import tasks  # noqa: F401  (registration: each task's columns)
 from mixbench.config import experiment_config
 from mixbench.eval.geometry import GEOMETRY_JSON
 from mixbench.registry import TASKS
-from mixbench.results.columns import SEARCH_COLUMNS, SECTION_COLUMNS, STEP_COLUMNS, Column
+from mixbench.results.columns import (CORRUPTION_COLUMNS, SEARCH_COLUMNS, SECTION_COLUMNS,
+                                      STEP_COLUMNS, Column)
 from mixbench.results.io import RESULTS_NAME
 
 log = logging.getLogger(__name__)
@@ -101,9 +102,9 @@ def _row(path: Path, results: dict) -> dict:
         "dataset": cfg["dataset"]["name"],
         "backbone": cfg["backbone"]["name"],
         "method": (cfg.get("method") or {}).get("name", "erm"),
-        "loss": (cfg.get("loss") or {}).get("name"),
         # a method's variant (metrix's input / feature / embed): different experiments
         "method.mode": _cell((cfg.get("method") or {}).get("mode")),
+        "loss": (cfg.get("loss") or {}).get("name"),
         "epochs": (cfg.get("trainer") or {}).get("epochs"),
         # dataset.label_noise.p, for --group-by ...,label_noise (the temperature-scaling study)
         "label_noise": ((cfg["dataset"].get("label_noise") or {}).get("p") or 0.0),
@@ -119,6 +120,8 @@ def _row(path: Path, results: dict) -> dict:
         "steps": (results.get("continual") or {}).get("steps"),
         # merges: every λ tried with its mean validation top-1 (the λ-sensitivity table)
         "search": (results.get("merge") or {}).get("search") or None,
+        # adaptations: each corruption's record (the per-corruption tables)
+        "corruptions": (results.get("adaptation") or {}).get("corruptions"),
         **test,
         **{f"ts_{k}": v for k, v in ts.items()},
         # dataset.label_noise.test: the same predictions against the test labels as published
@@ -226,16 +229,43 @@ def search_by_scale(search: pd.DataFrame, group_by: list[str]) -> tuple[pd.DataF
                                                                         list[Column]]:
     """``summarize_search``'s table turned wide, a column per λ (a row reads as the curve),
     and those columns."""
-    value = SEARCH_COLUMNS[0]
     scales = sorted(search["λ"].unique())
-    keys = {scale: f"at_{scale:g}" for scale in scales}
-    wide = search.set_index(group_by + ["λ"])[[value.key, f"{value.key}_std", "seeds"]]
-    wide = wide.unstack("λ")  # only the groups that exist (pivot_table would cross them)
+    return widen(search, group_by, "λ", SEARCH_COLUMNS[0],
+                 {scale: (f"at_{scale:g}", f"λ = {scale:g}") for scale in scales})
+
+
+def widen(long: pd.DataFrame, group_by: list[str], pivot: str, value: Column,
+          names: dict) -> tuple[pd.DataFrame, list[Column]]:
+    """A ``summarize`` table with one row per group and ``pivot`` value turned wide: a
+    column per pivot value (``names``: value → (key, header), in display order)."""
+    keys = {v: key for v, (key, _) in names.items()}
+    wide = long.set_index(group_by + [pivot])[[value.key, f"{value.key}_std", "seeds"]]
+    wide = wide.unstack(pivot)  # only the groups that exist (pivot_table would cross them)
     out = wide[value.key].rename(columns=keys).join(
-        wide[f"{value.key}_std"].rename(columns={s: f"{k}_std" for s, k in keys.items()}))
+        wide[f"{value.key}_std"].rename(columns={v: f"{k}_std" for v, k in keys.items()}))
     out["seeds"] = wide["seeds"].max(axis=1)
-    columns = [Column(keys[s], f"λ = {s:g}", value.scale, None, value.decimals) for s in scales]
+    columns = [Column(key, header, value.scale, value.higher_is_better, value.decimals)
+               for key, header in names.values()]
     return out.reset_index(), columns
+
+
+def summarize_corruptions(runs: pd.DataFrame, group_by: list[str]
+                          ) -> list[tuple[Column, pd.DataFrame, list[Column]]]:
+    """Adaptations: per group, each of ``CORRUPTION_COLUMNS`` per corruption (mean ± std
+    over source seeds), a wide table per metric with a column per corruption, in the order
+    the runs list them; empty when no run has corruptions."""
+    if "corruptions" not in runs:
+        return []
+    rows = [{**{g: run[g] for g in group_by}, **record}
+            for _, run in runs.iterrows() if isinstance(run["corruptions"], list)
+            for record in run["corruptions"]]
+    if not rows:
+        return []
+    long = summarize(pd.DataFrame(rows), list(CORRUPTION_COLUMNS), group_by + ["corruption"])
+    order = list(dict.fromkeys(row["corruption"] for row in rows))
+    return [(value, *widen(long, group_by, "corruption", value,
+                           {c: (f"{value.key}:{c}", c) for c in order}))
+            for value in CORRUPTION_COLUMNS]
 
 
 def attach_reference(summary: pd.DataFrame, reference: pd.DataFrame, primary: Column,
@@ -253,9 +283,13 @@ def attach_reference(summary: pd.DataFrame, reference: pd.DataFrame, primary: Co
     reference = reference[keys + [primary.key]].rename(columns={primary.key: f"ref_{primary.key}"})
     reference[f"ref_{primary.key}"] = reference[f"ref_{primary.key}"] / primary.scale
     reference = reference.drop_duplicates(keys)
+    missing = reference[keys].isna()
     # protocol options are text in the run table (see _cell); numbers elsewhere
     reference = reference.astype({k: str if summary[k].dtype == object else summary[k].dtype
                                   for k in keys})
+    for k in keys:  # a reference row without a value (e.g. no method.mode) stays missing
+        if summary[k].dtype == object:
+            reference.loc[missing[k], k] = None
     merged = summary.merge(reference, on=keys, how="left")
     merged[f"delta_{primary.key}"] = merged[primary.key] - merged[f"ref_{primary.key}"]
     return merged
@@ -283,13 +317,9 @@ def render_table(summary: pd.DataFrame, columns: list[Column],
                  for m, s in zip(mean, std)]
         if col.higher_is_better is not None:
             best = mean.idxmax() if col.higher_is_better else mean.idxmin()
-    missing = reference[keys].isna()
             cells[best] = f"{bold[0]}{cells[best]}{bold[1]}"
         shown[col.title] = cells
         ref = f"ref_{col.key}"
-    for k in keys:  # a reference row without a value (e.g. no method.mode) stays missing
-        if summary[k].dtype == object:
-            reference.loc[missing[k], k] = None
         if ref in summary:
             shown[f"published {col.header}"] = [
                 f"{r * col.scale:.{col.decimals}f}" if pd.notna(r) else "—" for r in summary[ref]]

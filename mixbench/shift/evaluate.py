@@ -31,6 +31,15 @@ def parse_shift(text: str) -> tuple[str, int]:
     return name, int(severity)
 
 
+def require_images(data, dataset: str, what: str) -> None:
+    """Corruptions apply to in-memory uint8 image test splits (not tabular data, not image
+    folders read from disk)."""
+    test = data.test
+    if not isinstance(test, Split) or test.x.dtype != torch.uint8 or test.x.dim() != 4:
+        raise ConfigError(f"{what} corrupts in-memory uint8 images; dataset={dataset} has "
+                          f"none")
+
+
 def corrupted(split: Split, name: str, severity: int, seed: int,
               device: torch.device) -> Split:
     """``split`` with every image corrupted, batch by batch on ``device`` (batch k drawn
@@ -45,10 +54,7 @@ def evaluate_shift(run_dir: str | Path, name: str, severity: int, seed: int = 0,
     """The run's test metrics under one corruption (written to shift.json, returned)."""
     run = load_run(run_dir, device)
     data = run.parts.data
-    if not isinstance(data.test, Split) or data.test.x.dtype != torch.uint8 \
-            or data.test.x.dim() != 4:
-        raise ConfigError(f"--shift corrupts in-memory uint8 images; dataset="
-                          f"{run.cfg.dataset.name} has none")
+    require_images(data, run.cfg.dataset.name, "--shift")
     run.parts.data = dataclasses.replace(
         data, test=corrupted(data.test, name, severity, seed, run.parts.device))
     metrics = run.parts.task.evaluate(run.parts.model, run.loader("val"), run.loader("test"),
