@@ -55,7 +55,7 @@ merge-demo: setup
 # Dataset distillation on a CPU (docs/distillation.md): plain and smooth experts, then MTT,
 # the real-subset baselines and each AST student option alone on digits and Fashion-MNIST at
 # IPC 1 and 10, seeds 0-2; the tables and the parameter-change figure in $(DISTILL_DIR).
-DISTILL_DIR ?= runs/distill_study
+DISTILL_DIR ?= multirun/distill_study
 .PHONY: distill-demo
 distill-demo: setup
 	$(PY) tools/distill_study.py --out $(DISTILL_DIR)

@@ -1,7 +1,7 @@
 """Run the dataset-distillation study of docs/distillation.md and print its tables.
 
     python tools/distill_study.py       # digits and Fashion-MNIST, IPC 1 and 10, 3 seeds
-    python tools/distill_study.py --datasets digits --seeds 0 --out runs/distill_study
+    python tools/distill_study.py --datasets digits --seeds 0 --out multirun/distill_study
     python tools/distill_study.py --tables-only        # tables and figure from finished runs
 
 Runs already completed in --out are skipped, so an interrupted study continues where it
@@ -29,7 +29,7 @@ CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/distill_study"))
+    parser.add_argument("--out", type=Path, default=Path("multirun/distill_study"))
     parser.add_argument("--datasets", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--ipc", type=int, nargs="+", default=[1, 10])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
