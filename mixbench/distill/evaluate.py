@@ -14,13 +14,12 @@ import torch
 from omegaconf import OmegaConf
 
 from mixbench.components import BACKBONES, METHODS, Components
-from mixbench.config import check_same_experiment
 from mixbench.data import DataBundle, Split, make_loader
 from mixbench.distill.augment import DSA
 from mixbench.distill.smooth import AugmentedStep
-from mixbench.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from mixbench.engine.checkpoint import CHECKPOINT_NAME
 from mixbench.engine.context import RunContext
-from mixbench.engine.fit import FitState, Training, fit, fit_state
+from mixbench.engine.fit import Training, fit, resume
 from mixbench.engine.seeding import epoch_seed, seed_everything
 
 log = logging.getLogger(__name__)
@@ -53,12 +52,7 @@ def evaluate_set(ctx: RunContext, parts: Components, data: DataBundle, images: t
         folder = ctx.run_dir / "eval" / f"{name}_{k}"
         folder.mkdir(parents=True, exist_ok=True)
         checkpoint = folder / CHECKPOINT_NAME
-        state = FitState()
-        if checkpoint.exists():
-            saved = load_checkpoint(checkpoint)
-            check_same_experiment(saved["config"], ctx.config, checkpoint)
-            training.load_state_dict(saved, checkpoint)
-            state = fit_state(saved)
+        state, _ = resume(training, checkpoint, ctx.config)
         training.wrap(ctx)
         state = fit(ctx, training, parts.task, train, test, epochs=t.epochs, seed=seed,
                     state=state, checkpoint=checkpoint)

@@ -19,7 +19,8 @@ from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
 from mixbench.components import SCHEDULERS, Components
-from mixbench.engine.checkpoint import restore_model
+from mixbench.config import check_same_experiment
+from mixbench.engine.checkpoint import load_checkpoint, restore_model
 from mixbench.engine.context import RunContext
 from mixbench.engine.distributed import SINGLE, DistInfo
 from mixbench.engine.seeding import epoch_seed, seed_everything
@@ -106,6 +107,19 @@ def checkpoint_state(training: Training, state: FitState, config: dict,
 
 def fit_state(checkpoint: dict[str, Any]) -> FitState:
     return FitState(checkpoint["epoch"], checkpoint["history"], checkpoint["train_s"])
+
+
+def resume(training: "Training", checkpoint: Path, config: dict
+           ) -> tuple[FitState, dict[str, Any] | None]:
+    """Where a fit stands: from ``checkpoint`` when it exists (refused if it was written by
+    another experiment; ``training`` restored from it; the saved dict returned for the
+    caller's own state), else from the start (None)."""
+    if not checkpoint.exists():
+        return FitState(), None
+    saved = load_checkpoint(checkpoint)
+    check_same_experiment(saved["config"], config, checkpoint)
+    training.load_state_dict(saved, checkpoint)
+    return fit_state(saved), saved
 
 
 def keep_copy(checkpoint: Path, epoch: int) -> Path:

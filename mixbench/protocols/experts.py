@@ -15,14 +15,13 @@ import torch
 from omegaconf import OmegaConf
 
 from mixbench.components import BACKBONES, METHODS, build_components
-from mixbench.config import check_same_experiment
 from mixbench.data import make_loader
 from mixbench.distill.augment import DSA
 from mixbench.distill.smooth import AugmentedStep
 from mixbench.distill.trajectories import kept_path, prepared_data
 from mixbench.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from mixbench.engine.context import RunContext
-from mixbench.engine.fit import FitState, Training, fit, fit_state
+from mixbench.engine.fit import Training, fit, resume
 from mixbench.engine.seeding import epoch_seed, seed_everything
 from mixbench.errors import ConfigError, RunExistsError
 from mixbench.protocols.base import Protocol
@@ -108,12 +107,7 @@ class Experts(Protocol):
                                          method=self.method(cfg, data.num_classes))
             training = Training.build(ctx, expert, len(train), t.epochs, optimizer=optimizer,
                                       scheduler=scheduler)
-            state = FitState()
-            if checkpoint.exists():
-                saved = load_checkpoint(checkpoint)
-                check_same_experiment(saved["config"], ctx.config, checkpoint)
-                training.load_state_dict(saved, checkpoint)
-                state = fit_state(saved)
+            state, _ = resume(training, checkpoint, ctx.config)
             training.wrap(ctx)
             if state.epoch < t.epochs:
                 log.info("expert %d/%d from epoch %d", k + 1, self.num_experts, state.epoch)

@@ -24,14 +24,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from mixbench.components import DATASETS, LOSSES, SCHEDULERS, TASKS, build_components
-from mixbench.config import check_same_experiment
 from mixbench.data import make_loader
 from mixbench.data.bundle import Split
 from mixbench.data.retrieval import (MPerClassBatches, MPerClassLoader, split_by_class,
                                      split_labels)
-from mixbench.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from mixbench.engine.checkpoint import CHECKPOINT_NAME
 from mixbench.engine.context import RunContext
-from mixbench.engine.fit import FitState, Training, fit, fit_state
+from mixbench.engine.fit import FitState, Training, fit, resume
 from mixbench.engine.seeding import seed_everything
 from mixbench.errors import ConfigError
 from mixbench.models.embedding import EmbeddingNet
@@ -139,13 +138,9 @@ class Retrieval(Protocol):
         parts.method.setup(parts.data, train)
         training = self.training(ctx, parts, len(train))
         checkpoint = ctx.run_dir / CHECKPOINT_NAME
-        state = FitState()
-        if checkpoint.exists():
-            saved = load_checkpoint(checkpoint)
-            check_same_experiment(saved["config"], ctx.config, checkpoint)
-            training.load_state_dict(saved, checkpoint)
+        state, saved = resume(training, checkpoint, ctx.config)
+        if saved is not None:
             parts.loss_fn.load_state_dict(saved["loss"])
-            state = fit_state(saved)
             log.info("resuming %s from epoch %d/%d", ctx.run_dir, state.epoch, t.epochs)
         ctx.write_results(task=parts.task.name)
         log.info("run %s: retrieval on %s (%d training classes), %s, method %s, %d epochs",

@@ -9,11 +9,10 @@ import time
 from mixbench.components import build_components
 from mixbench.data import make_loader
 from mixbench.data.label_noise import LABEL_NOISE_NAME
-from mixbench.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from mixbench.engine.checkpoint import CHECKPOINT_NAME
 from mixbench.engine.context import RunContext
-from mixbench.engine.fit import FitState, Training, fit, fit_state
+from mixbench.engine.fit import Training, fit, resume
 from mixbench.engine.load import init_from_run
-from mixbench.config import check_same_experiment
 from mixbench.engine.seeding import seed_everything
 from mixbench.protocols.base import Protocol
 from mixbench.registry import PROTOCOLS
@@ -40,12 +39,8 @@ class Standard(Protocol):
         training = Training.build(ctx, parts, len(train_loader), t.epochs)
 
         checkpoint = ctx.run_dir / CHECKPOINT_NAME
-        state = FitState()
-        if checkpoint.exists():
-            saved = load_checkpoint(checkpoint)
-            check_same_experiment(saved["config"], ctx.config, checkpoint)
-            training.load_state_dict(saved, checkpoint)
-            state = fit_state(saved)
+        state, saved = resume(training, checkpoint, ctx.config)
+        if saved is not None:
             log.info("resuming %s from epoch %d/%d", ctx.run_dir, state.epoch, t.epochs)
         elif t.init_from:
             init_from_run(parts.model, t.init_from)
