@@ -446,6 +446,11 @@ def test_presets_compose_into_retrieval_runs(tmp_path):
     assert fashion.loss.name == "multi_similarity" and fashion.optimizer.lr == 1e-3
     sop = make_cfg("dataset=sop", "protocol=retrieval")
     assert sop.protocol.name == "retrieval" and sop.loss.name == "contrastive"
+    sop = make_cfg("experiment=sop_r50_metrix_ms")
+    assert sop.protocol.ks == [1, 10, 100, 1000] and sop.optimizer.lr == 6e-4
+    assert sop.scheduler.gamma == 0.25 and sop.protocol.warmup_epochs == 1
+    cars = make_cfg("experiment=cars196_r50_metrix_ms")
+    assert cars.dataset.name == "cars196" and cars.trainer.epochs == 60
 
 
 @pytest.mark.parametrize("pooling", ["avg", "avg+max"])
