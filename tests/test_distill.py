@@ -463,3 +463,22 @@ def test_make_experts_trains_them_first_once(tmp_path):
     stamp = (folder / "expert_000" / "last.pt").stat().st_mtime_ns
     train(make_cfg(*overrides, "seed=1"), tmp_path / "second")  # another seed: the same experts
     assert (folder / "expert_000" / "last.pt").stat().st_mtime_ns == stamp
+
+
+def test_the_study_tables_are_the_leaderboards_summary_of_the_runs(tmp_path):
+    from mixbench.distill.study import distill_tables
+
+    for seed, top1 in ((0, 0.5), (1, 0.7)):
+        folder = tmp_path / "distill" / f"seed{seed}"
+        folder.mkdir(parents=True)
+        record = {"config": {"dataset": {"name": "digits"}, "backbone": {"name": "convnet"},
+                             "protocol": {"name": "distill", "ipc": 1}, "tag": "mtt_plain"},
+                  "protocol": "distill", "task": "classification", "seed": seed,
+                  "status": "completed",
+                  "distill": {"syn_top1": top1, "syn_ece": 0.1, "syn_best_top1": top1,
+                              "random_top1": 0.3, "kmeans_top1": 0.4}}
+        (folder / "results.json").write_text(json.dumps(record))
+    text = distill_tables(tmp_path)
+    assert "#### digits, IPC 1" in text
+    row = next(line for line in text.splitlines() if line.startswith("| mtt_plain"))
+    assert "60.0 ± 10.0" in row and "30.0 ± 0.0" in row and "40.0 ± 0.0" in row

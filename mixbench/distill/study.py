@@ -9,9 +9,10 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
 
+from mixbench.results.columns import Column
 from mixbench.results.io import RESULTS_NAME
+from mixbench.results.table import load_runs, summarize, to_markdown
 
 log = logging.getLogger(__name__)
 
@@ -91,48 +92,28 @@ def _results(root: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(root.rglob(RESULTS_NAME))]
 
 
-def _mean_std(values) -> str:
-    series = pd.Series([v for v in values if v is not None], dtype=float) * 100
-    if series.empty:
-        return "—"
-    return f"{series.mean():.1f} ± {series.std(ddof=0):.1f}"
+# The distillation tables: the leaderboard's summary (mean ± std over seeds, each seed the
+# mean of its evaluation networks), per dataset and IPC, a row per tag.
+TABLE_COLUMNS = (Column("syn_top1", "top-1 % (final epoch)", 100, True, 1),
+                 Column("syn_ece", "ECE %", 100, False, 1),
+                 Column("syn_best_top1", "best test epoch % (test-selected)", 100, None, 1),
+                 Column("random_top1", "random real subset %", 100, None, 1),
+                 Column("kmeans_top1", "K-means real subset %", 100, None, 1))
 
 
 def distill_tables(root: Path) -> str:
-    """Markdown: per dataset and IPC, every tag's final-epoch top-1 (mean ± std over seeds,
-    each seed the mean of its evaluation networks), ECE, the test-selected best epoch, and
-    the real-subset baselines."""
-    rows = []
-    for r in _results(root / "distill"):
-        if r.get("status") != "completed":
-            continue
-        d = r["distill"]
-        rows.append({"dataset": r["config"]["dataset"]["name"], "ipc": d["ipc"],
-                     "tag": r["config"]["tag"], "seed": r["seed"], **{
-                         k: d.get(k) for k in ("syn_top1", "syn_ece", "syn_best_top1",
-                                               "random_top1", "random_ece", "kmeans_top1",
-                                               "kmeans_ece")}})
-    if not rows:
+    """Markdown, from the leaderboard's own loading and summary of the runs under
+    ``root/distill``: per dataset and IPC, every tag's final-epoch top-1, ECE and
+    test-selected best epoch, and (on the MTT rows, which evaluate them) the real-subset
+    baselines."""
+    runs = load_runs(root / "distill").completed
+    if runs.empty:
         return "(no completed distillation runs)"
-    frame = pd.DataFrame(rows)
-    order = ["mtt_plain", "mtt_smooth", *COMPONENTS]
+    columns = list(TABLE_COLUMNS)
     out = []
-    for (dataset, ipc), group in frame.groupby(["dataset", "ipc"]):
-        lines = [f"#### {dataset}, IPC {ipc}", "",
-                 "| run | seeds | top-1 % (final epoch) | ECE % | best test epoch % "
-                 "(test-selected) |", "|---|---|---|---|---|"]
-        plain = group[group["tag"] == "mtt_plain"]
-        for name, key in (("random real subset", "random"), ("K-means real subset", "kmeans")):
-            if len(plain):
-                lines.append(f"| {name} | {len(plain)} | {_mean_std(plain[key + '_top1'])} | "
-                             f"{_mean_std(plain[key + '_ece'])} | — |")
-        for tag in order:
-            runs = group[group["tag"] == tag]
-            if len(runs):
-                lines.append(f"| {tag} | {len(runs)} | {_mean_std(runs['syn_top1'])} | "
-                             f"{_mean_std(runs['syn_ece'])} | "
-                             f"{_mean_std(runs['syn_best_top1'])} |")
-        out.append("\n".join(lines))
+    for (dataset, ipc), group in runs.groupby(["dataset", "protocol.ipc"], sort=True):
+        summary = summarize(group, columns, ["tag"])
+        out.append(f"#### {dataset}, IPC {ipc}\n\n{to_markdown(summary, columns, ['tag'])}")
     return "\n\n".join(out)
 
 
