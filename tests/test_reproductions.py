@@ -178,16 +178,21 @@ def test_leaderboard_bad_spec_exits_2_and_writes_nothing(five_claims, tmp_path, 
 
 
 def test_the_cpu_preset_runs_every_tag_the_claims_select():
-    """Every claim's runs come from experiment=reproduce_cpu: each tag a claim selects is one
-    of the sweep's configurations, each configuration is used by a claim, and each option
+    """Every tagged claim's runs come from experiment=reproduce_cpu, or from the distillation
+    study (its tags: MTT on plain / smooth experts, each AST option): each tag a claim selects
+    is one of those, each reproduce_cpu configuration is used by a claim, and each option
     composes with its own tag."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     from conftest import CONFIG_DIR, ROOT, make_cfg
+    from mixbench.distill.study import COMPONENTS
 
     claims = load_claims(ROOT / "benchmarks/reference/claims.yaml")
     selected = {side["tag"] for c in claims for side in (c.ours, c.baseline) if "tag" in side}
+    distill_study = {"mtt_plain", "mtt_smooth", *COMPONENTS}
+    assert selected & distill_study  # the AST rows
+    selected -= distill_study
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         preset = compose("train", overrides=["experiment=reproduce_cpu"],
