@@ -121,6 +121,19 @@ def test_unmix_tns_replaces_batchnorm2d_with_the_stream_defaults():
     assert adapter(X).shape == (16, 4)
 
 
+def test_unmix_tns_init_alpha_sets_the_components_spread():
+    model = source_model()
+    bn = model.stem[0][1]
+    adapter = build_adapter("unmix_tns", copy.deepcopy(model), num_components=4, init_alpha=0.0)
+    layer = adapter.model.stem[0][1]
+    torch.testing.assert_close(layer.component_means, bn.running_mean.expand(4, -1))
+    torch.testing.assert_close(layer.component_vars, bn.running_var.expand(4, -1))
+    spread = build_adapter("unmix_tns", copy.deepcopy(model), num_components=4).model.stem[0][1]
+    assert not torch.allclose(spread.component_means, bn.running_mean.expand(4, -1))
+    with pytest.raises(ConfigError, match="init_alpha must be in"):
+        build_adapter("unmix_tns", copy.deepcopy(model), init_alpha=1.0)
+
+
 def test_models_without_batchnorm_are_refused_by_every_adapter_that_needs_it():
     model = source_model(norm="group")
     for name in NEEDS_BN:

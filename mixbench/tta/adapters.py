@@ -77,8 +77,10 @@ def affine_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 def build_adapter(name: str, model: nn.Module, *, alpha: float = 0.1, lr: float = 1e-3,
                   steps: int = 1, num_components: int = 16, batch_size_max: int = 64,
-                  seed: int = 0) -> Adapter:
-    """``model`` (a source model, changed in place) ready to adapt on a stream."""
+                  init_alpha: float = 0.5, seed: int = 0) -> Adapter:
+    """``model`` (a source model, changed in place) ready to adapt on a stream.
+    ``init_alpha``: UnMix-TNS's spread of the components around the source statistics (0.5
+    as the official code; 0 puts every component at the source mean and variance)."""
     if name not in ADAPTERS:
         raise ConfigError(f"unknown adapter={name}; choose one of {', '.join(ADAPTERS)}")
     if name != "source":
@@ -87,5 +89,7 @@ def build_adapter(name: str, model: nn.Module, *, alpha: float = 0.1, lr: float 
     if name in NORM_MODES:
         convert_batchnorm(model, NORM_MODES[name], alpha)
     elif name.startswith("unmix_tns"):
-        replace_bn(model, num_components, batch_size_max, seed)
+        if not 0.0 <= init_alpha < 1.0:
+            raise ConfigError(f"adapter.init_alpha must be in [0, 1), got {init_alpha}")
+        replace_bn(model, num_components, batch_size_max, seed, alpha=init_alpha)
     return Adapter(model, name=name, lr=lr, steps=steps)

@@ -116,7 +116,7 @@ def mixture_statistics(assign: Tensor, inst_mean: Tensor, inst_var: Tensor, mean
 
 
 def replace_bn(model: nn.Module, num_components: int = 16, batch_size_max: int = 64,
-               seed: int = 0) -> int:
+               seed: int = 0, alpha: float = 0.5) -> int:
     """Every BatchNorm2d of ``model`` replaced by UnMix-TNS in place (BatchNorm1d keeps its
     source statistics, as the official code); the number replaced. A model with no
     BatchNorm2d is refused: UnMix-TNS has nothing to replace (GroupNorm, LayerNorm)."""
@@ -128,5 +128,5 @@ def replace_bn(model: nn.Module, num_components: int = 16, batch_size_max: int =
                           "(GroupNorm / LayerNorm backbones: use an adapter without BN)")
     for parent, name, child in targets:
         setattr(parent, name, UnMixTNS2d.from_bn(child, num_components, batch_size_max,
-                                                 generator=generator))
+                                                 alpha=alpha, generator=generator))
     return len(targets)
