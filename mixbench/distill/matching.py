@@ -2,9 +2,9 @@
 
 A student starts at an expert's parameters at epoch t, takes N SGD steps on the synthetic
 set with a learnable learning rate, and is compared with the expert at epoch t+M. The steps
-are functional (``torch.func.functional_call`` on a list of parameter tensors, each step a new
-list), so the loss back-propagates through all N steps into the images and the rate without
-copying modules."""
+are functional (``torch.func.functional_call`` on views into one flat parameter vector, each
+step a new vector), so the loss back-propagates through all N steps into the images and the
+rate without copying modules."""
 from __future__ import annotations
 
 import math

@@ -114,14 +114,14 @@ def episodes(stream, labels: torch.Tensor, num_domains: int, seed: int) -> list[
     return [flat]
 
 
-def adapt_stream(model: torch.nn.Module, loader: InMemoryLoader, episode_list, adapter_cfg,
-                 batch_size: int, seed: int) -> torch.Tensor:
+def adapt_stream(model: torch.nn.Module, loader: InMemoryLoader, episode_list,
+                 options: dict, batch_size: int, seed: int) -> torch.Tensor:
     """Logits for every stream item, in the order of ``torch.cat(episode_list)``; each episode
     adapts a fresh copy of ``model``."""
     logits = []
     for episode in episode_list:
-        adapter = build_adapter(adapter_cfg.name, copy.deepcopy(model), seed=seed,
-                                **{k: v for k, v in adapter_cfg.items() if k != "name"})
+        adapter = build_adapter(options["name"], copy.deepcopy(model), seed=seed,
+                                **{k: v for k, v in options.items() if k != "name"})
         for batch in torch.split(episode.to(loader.device), batch_size):
             x, _ = loader.fetch(batch, augment=False)
             logits.append(adapter(x).float())
@@ -134,8 +134,6 @@ def adapter_options(cfg, stream_name: str) -> dict:
     options = OmegaConf.to_container(cfg.adapter, resolve=True)
     if "num_components" in options and options["num_components"] is None:
         options["num_components"] = 128 if stream_name == "mixed" else 16
-    if "batch_size_max" in options and options["batch_size_max"] is None:
-        options["batch_size_max"] = int(cfg.batch_size)
     return options
 
 
@@ -150,7 +148,7 @@ def adapt_run(cfg) -> dict[str, Any]:
     if run.parts.task.name != "classification":
         raise ConfigError(f"test-time adaptation scores classifiers; {cfg.source} is a "
                           f"{run.parts.task.name} run")
-    options = OmegaConf.create(adapter_options(cfg, cfg.stream.name))
+    options = adapter_options(cfg, cfg.stream.name)
     sets = corrupted_test_sets(run, names, int(cfg.severity), int(cfg.seed),
                                cfg.get("corruption_root"), cfg.get("max_test"))
     labels = sets[0].y
@@ -186,7 +184,7 @@ def completed_before(run_dir: Path, cfg) -> dict | None:
     return record if same and record.get("status") == "completed" else None
 
 
-def record_for(cfg, run: LoadedRun, options, rows: list[dict], samples: int,
+def record_for(cfg, run: LoadedRun, options: dict, rows: list[dict], samples: int,
                seconds: float) -> dict:
     """A completed results.json for an adaptation. Its config names what the leaderboard
     groups by: the source's dataset, backbone, method (the training method) and epochs, and
@@ -200,7 +198,6 @@ def record_for(cfg, run: LoadedRun, options, rows: list[dict], samples: int,
                "batch_size": int(cfg.batch_size), "stream_seed": int(cfg.seed),
                "test_samples": samples,
                **{f"mean_{k}": v for k, v in mean.items()}, "corruptions": rows}
-    stream = OmegaConf.to_container(cfg.stream, resolve=True)
     config = {
         "dataset": {"name": str(source_cfg.dataset.name)},
         "backbone": dict(OmegaConf.to_container(source_cfg.backbone, resolve=True)),
@@ -208,13 +205,12 @@ def record_for(cfg, run: LoadedRun, options, rows: list[dict], samples: int,
         "loss": {"name": str(source_cfg.loss.name)},
         "trainer": {"epochs": int(source_cfg.trainer.epochs)},
         "protocol": {"name": "adaptation", "adapter": str(cfg.adapter.name),
-                     "stream": str(cfg.stream.name), "delta": stream.get("delta"),
+                     "stream": str(cfg.stream.name), "delta": cfg.stream.get("delta"),
                      "severity": int(cfg.severity), "batch_size": int(cfg.batch_size),
                      "max_test": cfg.get("max_test"),
                      "corruptions": "all" if cfg.corruption == "all"
                      else corruption_names(cfg.corruption),
-                     **{k: v for k, v in OmegaConf.to_container(options).items()
-                        if k != "name"}},
+                     **{k: v for k, v in options.items() if k != "name"}},
         "adapt": OmegaConf.to_container(cfg, resolve=True),
         "seed": int(source_cfg.seed), "tag": cfg.get("tag"),
     }

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mixbench.errors import ConfigError
+from mixbench.tta.norms import channel_statistics
 
 TEMPERATURE = 0.07  # hard-coded in the official code
 COSINE_EPS = 1e-8  # as F.cosine_similarity's; a matrix product instead of its B×K×C broadcast
@@ -70,10 +71,7 @@ class UnMixTNS2d(nn.Module):
         return layer
 
     def forward(self, z: Tensor) -> Tensor:
-        # two passes (mean, then the centred squares): torch.var_mean over the spatial dims
-        # is ~9x slower on the CPU
-        inst_mean = z.mean(dim=(2, 3))  # B×C
-        inst_var = (z - inst_mean[..., None, None]).square().mean(dim=(2, 3))
+        inst_mean, inst_var = channel_statistics(z, (2, 3), unbiased=False)  # B×C each
         with torch.no_grad():
             similarity = (F.normalize(inst_mean, dim=1, eps=COSINE_EPS)
                           @ F.normalize(self.component_means, dim=1, eps=COSINE_EPS).T)  # B×K
