@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import quiet_malloc  # noqa: E402
+from mixbench.config import CONFIG_DIR  # noqa: E402
 
 
 def synthetic_cifar(num_classes: int, train_size: int):
@@ -63,7 +64,7 @@ def build(args):
                  f"trainer.channels_last={str(args.channels_last).lower()}",
                  f"trainer.compile={str(args.compile).lower()}", "trainer.progress=false",
                  f"+method={args.method}"]
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     device = torch.device(args.device)
     torch.manual_seed(0)

@@ -2,7 +2,7 @@
 
 ``EXECUTION_KEYS`` is the one list of config keys that do not change an experiment: a run
 may be resumed with other values, the leaderboard counts two runs that differ only there as
-duplicates, and sweep folders are named without them (``configs/train.yaml`` reads the list
+duplicates, and sweep folders are named without them (``mixbench/configs/train.yaml`` reads the list
 through the ``mixbench_execution_keys`` resolver registered here)."""
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from mixbench.errors import CheckpointError
+
+# The Hydra config tree ships inside the package, so an installed wheel finds it too.
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 # A key names itself and everything below it ("logger" covers logger.mode, ...).
 EXECUTION_KEYS = ("trainer.resume", "trainer.progress", "trainer.device", "trainer.devices",

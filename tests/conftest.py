@@ -11,9 +11,10 @@ from hydra.core.global_hydra import GlobalHydra
 from torch.overrides import TorchFunctionMode
 
 import mixbench  # noqa: F401  (registers the resolver configs/train.yaml names folders with)
+from mixbench.config import CONFIG_DIR as PACKAGED_CONFIGS
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = str(ROOT / "configs")
+CONFIG_DIR = str(PACKAGED_CONFIGS)
 PACKAGE = str(ROOT / "mixbench")
 # Small and quick: 1 epoch, no progress bar, tiny eval batches are fine on digits.
 FAST = ["trainer.epochs=1", "trainer.progress=false"]

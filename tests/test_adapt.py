@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from conftest import FAST, make_cfg, run_tool
+from mixbench.config import CONFIG_DIR
 from mixbench.components import BACKBONES
 from mixbench.engine.run import train
 from mixbench.errors import ConfigError
@@ -282,5 +283,5 @@ def test_tools_adapt_explains_a_missing_source(tmp_path):
 def test_every_adapter_has_a_config():
     from conftest import ROOT
 
-    assert sorted(p.stem for p in (ROOT / "configs" / "adapter").glob("*.yaml")) \
+    assert sorted(p.stem for p in (CONFIG_DIR / "adapter").glob("*.yaml")) \
         == sorted(ADAPTERS)

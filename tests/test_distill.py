@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import ROOT, make_cfg
+from mixbench.config import CONFIG_DIR
 from mixbench.components import BACKBONES
 from mixbench.distill import (DSA, ParamLayout, StudentOptions, gradient_penalty, kmeans_real,
                               loss_scale, match_trajectory, random_real, representative,
@@ -395,7 +396,7 @@ def test_benchmark_loops_agree_and_the_script_runs(capsys):
 
 @pytest.mark.parametrize("preset", sorted(
     p.stem for pattern in ("distill_*.yaml", "experts_*.yaml")
-    for p in (ROOT / "configs" / "experiment").glob(pattern)))
+    for p in (CONFIG_DIR / "experiment").glob(pattern)))
 def test_every_distillation_preset_composes_and_builds(preset):
     from mixbench.components import DATASETS  # noqa: F401  (registration)
     from mixbench.registry import PROTOCOLS

@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+from mixbench.config import CONFIG_DIR
 from mixbench.engine.distributed import DistInfo, shard_range
 from mixbench.engine.load import evaluate_run
 from mixbench.engine.run import run
@@ -186,10 +187,8 @@ def test_slurm_launcher_preset_asks_one_task_per_gpu():
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    from conftest import CONFIG_DIR
-
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["hydra/launcher=slurm", "trainer.devices=4"],
                       return_hydra_config=True)
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
@@ -209,10 +208,8 @@ def test_openmixup_sweep_preset_covers_every_classification_method():
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    from conftest import CONFIG_DIR
-
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=cifar100_r18_openmixup_sweep"],
                       return_hydra_config=True)
         policies = compose("train", overrides=["experiment=cifar100_r18_openmixup_policies"],
@@ -221,7 +218,7 @@ def test_openmixup_sweep_preset_covers_every_classification_method():
     swept = set(params["+method"].split(","))
     # the learned policies have their own preset on the same protocol
     swept_policies = set(policies.hydra.sweeper.params["+method"].split(","))
-    shipped = {p.stem for p in (ROOT / "configs" / "method").glob("*.yaml")}
+    shipped = {p.stem for p in (CONFIG_DIR / "method").glob("*.yaml")}
     assert swept | swept_policies == shipped - NOT_IN_OPENMIXUP_TABLE
     assert not swept & swept_policies
     assert params["seed"] == "0,1,2" == policies.hydra.sweeper.params["seed"]

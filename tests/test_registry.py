@@ -4,11 +4,12 @@ import pytest
 import yaml
 
 from mixbench.errors import ConfigError
+from mixbench.config import CONFIG_DIR
 from mixbench.components import BACKBONES, DATASETS, LOSSES, METHODS
 from mixbench import protocols  # noqa: F401  (registration)
 from mixbench.registry import PROTOCOLS, Registry
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = CONFIG_DIR
 
 
 def test_build_passes_kwargs_and_runtime_extras():

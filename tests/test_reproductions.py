@@ -7,6 +7,7 @@ import pytest
 import yaml
 from test_results import leaderboard, write_run
 
+from mixbench.config import CONFIG_DIR
 from mixbench.errors import ConfigError
 from mixbench.results.reproductions import (INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED,
                                             evaluate_claims, load_claims, metric_column,
@@ -185,7 +186,7 @@ def test_the_cpu_preset_runs_every_tag_the_claims_select():
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from conftest import CONFIG_DIR, ROOT, make_cfg
+    from conftest import ROOT, make_cfg
     from mixbench.distill.study import COMPONENTS
 
     claims = load_claims(ROOT / "benchmarks/reference/claims.yaml")
@@ -194,11 +195,11 @@ def test_the_cpu_preset_runs_every_tag_the_claims_select():
     assert selected & distill_study  # the AST rows
     selected -= distill_study
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         preset = compose("train", overrides=["experiment=reproduce_cpu"],
                          return_hydra_config=True)
     swept = preset.hydra.sweeper.params["+reproduce"].split(",")
-    assert sorted(swept) == sorted({p.stem for p in (ROOT / "configs/reproduce").glob("*.yaml")})
+    assert sorted(swept) == sorted({p.stem for p in (CONFIG_DIR / "reproduce").glob("*.yaml")})
     assert selected == set(swept)
     for name in swept:
         assert make_cfg(f"+reproduce={name}").tag == name

@@ -20,17 +20,16 @@ from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, too
 
-import mixbench.config  # noqa: E402,F401  (the resolvers configs use)
+from mixbench.config import CONFIG_DIR  # noqa: E402  (and the resolvers configs use)
 from mixbench import components  # noqa: E402,F401  (registration)
 from mixbench.errors import MixbenchError  # noqa: E402
 from mixbench.results.io import RESULTS_NAME, write_json_atomic  # noqa: E402
 from mixbench.tta.run import adapt_run, completed_before  # noqa: E402
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 log = logging.getLogger("mixbench")
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="adapt")
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="adapt")
 def main(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     done = completed_before(run_dir, cfg)

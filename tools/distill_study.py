@@ -18,13 +18,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.core.global_hydra import GlobalHydra  # noqa: E402
+from mixbench.config import CONFIG_DIR  # noqa: E402
 
 from mixbench.distill.study import (SETTINGS, distill_tables,  # noqa: E402
                                     expert_table_and_figure, plan)
 from mixbench.engine.run import train  # noqa: E402
 from mixbench.errors import MixbenchError  # noqa: E402
 
-CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
+CONFIGS = str(CONFIG_DIR)
 
 
 def main(argv=None) -> int:

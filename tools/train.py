@@ -17,14 +17,14 @@ from omegaconf import DictConfig
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, too
 
 from mixbench.engine.run import run  # noqa: E402
+from mixbench.config import CONFIG_DIR  # noqa: E402
 from mixbench.errors import MixbenchError  # noqa: E402
 from mixbench.registry import TASKS  # noqa: E402
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 log = logging.getLogger("mixbench")
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float:
     try:
         results = run(cfg, HydraConfig.get().runtime.output_dir)

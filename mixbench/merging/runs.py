@@ -230,7 +230,7 @@ def merger_options(cfg) -> dict[str, Any]:
 
 
 def merge_runs(cfg) -> dict[str, Any]:
-    """The results.json record of one merge (``cfg``: configs/merge.yaml composed)."""
+    """The results.json record of one merge (``cfg``: mixbench/configs/merge.yaml composed)."""
     name, bn = cfg.merge.name, cfg.bn
     if name not in (*MERGERS, *REFERENCES):
         raise ConfigError(f"unknown merge={name}; choose one of "

@@ -48,7 +48,7 @@ class Experts(Protocol):
         self.dsa = DSA(dsa_strategy) if dsa else None
         self.loss_scale_start, self.loss_scale_epochs = loss_scale_start, loss_scale_epochs
         self.gp_weight = gp_weight
-        # AST's recipe unless the config gives one (configs/protocol/experts.yaml does)
+        # AST's recipe unless the config gives one (mixbench/configs/protocol/experts.yaml does)
         self.smooth_optimizer = dict(smooth_optimizer if smooth_optimizer is not None else
                                      {"momentum": 0.9, "weight_decay": 1e-3, "lr": None})
         self.smooth_scheduler = dict(smooth_scheduler if smooth_scheduler is not None else

@@ -138,7 +138,7 @@ def adapter_options(cfg, stream_name: str) -> dict:
 
 
 def adapt_run(cfg) -> dict[str, Any]:
-    """The results.json record of one adaptation (``cfg``: configs/adapt.yaml composed)."""
+    """The results.json record of one adaptation (``cfg``: mixbench/configs/adapt.yaml composed)."""
     check_stream(cfg.stream)
     names = corruption_names(cfg.corruption)
     if cfg.batch_size < 1:
