@@ -281,7 +281,6 @@ def test_tools_adapt_explains_a_missing_source(tmp_path):
 
 
 def test_every_adapter_has_a_config():
-    from conftest import ROOT
 
     assert sorted(p.stem for p in (CONFIG_DIR / "adapter").glob("*.yaml")) \
         == sorted(ADAPTERS)

@@ -1,6 +1,7 @@
 """A protocol decides what a run does with its context: which fits, which evaluations, what
 goes into results.json. ``PROTOCOLS.build(cfg.protocol)`` makes one from its config group
-(``mixbench/configs/protocol/NAME.yaml``: ``name`` plus the protocol's options); calling it runs it."""
+(``mixbench/configs/protocol/NAME.yaml``: ``name`` plus the protocol's options); calling it
+runs it."""
 from __future__ import annotations
 
 from mixbench.engine.context import RunContext
