@@ -20,10 +20,9 @@ from mixbench.distill.smooth import AugmentedStep
 from mixbench.engine.checkpoint import CHECKPOINT_NAME
 from mixbench.engine.context import RunContext
 from mixbench.engine.fit import Training, fit, resume
-from mixbench.engine.seeding import epoch_seed, seed_everything
+from mixbench.engine.seeding import derive_seed, seed_everything
 
 log = logging.getLogger(__name__)
-EVAL_SEED = 100_000  # the evaluation networks' seeds, apart from the experts' and iterations'
 
 
 def evaluate_set(ctx: RunContext, parts: Components, data: DataBundle, images: torch.Tensor,
@@ -41,7 +40,7 @@ def evaluate_set(ctx: RunContext, parts: Components, data: DataBundle, images: t
     scheduler = OmegaConf.create({"name": "step", "milestones": [t.epochs // 2], "gamma": 0.1})
     nets = []
     for k in range(num_eval):
-        seed = epoch_seed(cfg.seed, EVAL_SEED + k)
+        seed = derive_seed(cfg.seed, "eval", k)
         seed_everything(seed)
         model = BACKBONES.build(backbone, num_classes=data.num_classes,
                                 in_channels=data.in_channels).to(ctx.device)

@@ -23,7 +23,7 @@ from mixbench.config import check_same_experiment
 from mixbench.engine.checkpoint import load_checkpoint, restore_model
 from mixbench.engine.context import RunContext
 from mixbench.engine.distributed import SINGLE, DistInfo
-from mixbench.engine.seeding import epoch_seed, seed_everything
+from mixbench.engine.seeding import derive_seed, seed_everything
 from mixbench.errors import NonFiniteLossError
 from mixbench.methods import Method
 from mixbench.tasks import Task
@@ -154,7 +154,7 @@ def fit(ctx: RunContext, training: Training, task: Task, train_loader, test_load
         if ctx.main:
             keep_copy(checkpoint, 0)
     for epoch in range(state.epoch, epochs):
-        seed_everything(epoch_seed(seed, epoch))
+        seed_everything(derive_seed(seed, epoch))
         training.method.start_epoch(epoch, epochs)
         stats = train_one_epoch(training.wrapped, train_loader, training.method,
                                 training.loss_fn, training.optimizer, training.scheduler,

@@ -4,6 +4,7 @@ checkpoint of epoch e replays epoch e+1 exactly, without having to save RNG stat
 from __future__ import annotations
 
 import random
+import zlib
 
 import numpy as np
 import torch
@@ -15,6 +16,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """A distinct seed per (run seed, epoch)."""
-    return (seed * 1_000_003 + epoch) % 2**63
+def derive_seed(seed: int, *keys: int | str) -> int:
+    """A distinct seed per (run seed, keys): ``derive_seed(seed, epoch)`` for an epoch,
+    ``derive_seed(seed, "eval", k)`` for the k-th evaluation network. Each key is folded in
+    turn (a string by its CRC-32), so a named family of seeds never meets the integer ones of
+    epochs or iterations however many there are."""
+    for key in keys:
+        value = zlib.crc32(key.encode()) if isinstance(key, str) else int(key)
+        seed = (seed * 1_000_003 + value) % 2**63
+    return seed

@@ -3,14 +3,13 @@ tensor at a time (never held for the whole model), per-task scales, the groups t
 are taken over, and the output state dict."""
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from mixbench.engine.seeding import epoch_seed
+from mixbench.engine.seeding import derive_seed
 from mixbench.errors import ConfigError
 
 StateDict = Mapping[str, Tensor]
@@ -123,7 +122,7 @@ def drop_mask(shape: torch.Size, p: float, seed: int, task: int, name: str) -> T
     """DARE's keep mask of one task's tensor, drawn on the CPU (so the same on every device)
     from a generator seeded by (seed, task, tensor name): each mask can be drawn again in any
     pass, and does not depend on which other tensors merge."""
-    tensor_seed = epoch_seed(epoch_seed(seed, task), zlib.crc32(name.encode()))
+    tensor_seed = derive_seed(seed, task, name)
     generator = torch.Generator().manual_seed(tensor_seed)
     return torch.rand(shape, generator=generator) >= p
 

@@ -28,7 +28,7 @@ from mixbench.data import InMemoryLoader, make_loader
 from mixbench.engine.checkpoint import CHECKPOINT_NAME, restore_model
 from mixbench.engine.context import RunContext
 from mixbench.engine.fit import FitState, Training, fit, fit_state
-from mixbench.engine.seeding import epoch_seed, seed_everything
+from mixbench.engine.seeding import derive_seed, seed_everything
 from mixbench.errors import ConfigError
 from mixbench.protocols.base import Protocol
 from mixbench.registry import PROTOCOLS
@@ -97,7 +97,7 @@ class ClassIncremental(Protocol):
             low, high = ranges[step]
             # every step's randomness (new head rows, then fit's epochs) from (seed, step):
             # a run resumed at this step draws what the uninterrupted run drew
-            step_seed = epoch_seed(cfg.seed, step)
+            step_seed = derive_seed(cfg.seed, step)
             seed_everything(step_seed)
             teacher = copy.deepcopy(model) if step > 0 and self.learner in ("kd", "wa") else None
             grow_head(model, high)

@@ -25,7 +25,7 @@ from mixbench.data import InMemoryLoader, make_loader
 from mixbench.engine.checkpoint import CHECKPOINT_NAME
 from mixbench.engine.context import RunContext
 from mixbench.engine.fit import FitState, Training, fit, fit_state
-from mixbench.engine.seeding import epoch_seed, seed_everything
+from mixbench.engine.seeding import derive_seed, seed_everything
 from mixbench.errors import ConfigError
 from mixbench.protocols.base import Protocol
 from mixbench.registry import PROTOCOLS
@@ -107,7 +107,7 @@ class Online(Protocol):
 
         for step in range(start.step, len(ranges)):
             low, high = ranges[step]
-            step_seed = epoch_seed(cfg.seed, step)  # the step's draws, the same on resume
+            step_seed = derive_seed(cfg.seed, step)  # the step's draws, the same on resume
             generator = torch.Generator().manual_seed(step_seed)
             rows = rows_of(train, low, high)
             rows = rows[torch.randperm(len(rows), generator=generator)]
