@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from torch import Tensor
 
+from mixbench.registry import MERGERS
 from mixbench.merging.order import FlatOrder, group_dtype, group_size
 from mixbench.merging.task_vectors import (THRESHOLDS, StateDict, TaskVectors, assemble,
                                            check_choice, check_fraction, finish, kept_count,
@@ -20,6 +21,7 @@ MERGES = ("mean", "sum")
 THEN = ("ta", "ties")
 
 
+@MERGERS.register("task_arithmetic")
 def task_arithmetic(base: StateDict, finetuned: Sequence[StateDict], *,
                     scale: float | Sequence[float] = 0.3,
                     keys: Iterable[str] | None = None) -> dict[str, Tensor]:
@@ -29,6 +31,7 @@ def task_arithmetic(base: StateDict, finetuned: Sequence[StateDict], *,
                             task_scales(scale, len(finetuned)))
 
 
+@MERGERS.register("ties")
 def ties_merging(base: StateDict, finetuned: Sequence[StateDict], *, top_k: float = 0.2,
                  scale: float | Sequence[float] = 0.3, merge: str = "mean",
                  thresholds: str = "global",
@@ -44,6 +47,7 @@ def ties_merging(base: StateDict, finetuned: Sequence[StateDict], *, top_k: floa
                  merge, thresholds)
 
 
+@MERGERS.register("dare")
 def dare(base: StateDict, finetuned: Sequence[StateDict], *, p: float = 0.5,
          scale: float | Sequence[float] = 0.3, then: str = "ta", seed: int = 0,
          top_k: float = 0.2, merge: str = "mean", thresholds: str = "global",

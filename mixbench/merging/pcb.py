@@ -32,6 +32,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
+from mixbench.registry import MERGERS
 from mixbench.merging.order import FlatOrder, group_dtype, group_size
 from mixbench.merging.task_vectors import (StateDict, TaskVectors, assemble, check_choice,
                                            check_fraction, count_of, finish, kept_count,
@@ -40,6 +41,7 @@ from mixbench.merging.task_vectors import (StateDict, TaskVectors, assemble, che
 FORMS = ("official", "paper")
 
 
+@MERGERS.register("pcb")
 def pcb_merging(base: StateDict, finetuned: Sequence[StateDict], *, ratio: float = 0.1,
                 scale: float | Sequence[float] = 1.0, clip: float = 1e-4,
                 form: str = "official", thresholds: str = "global",

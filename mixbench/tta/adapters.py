@@ -20,12 +20,11 @@ import torch
 from torch import Tensor, nn
 
 from mixbench.errors import ConfigError
+from mixbench.registry import ADAPTERS
 from mixbench.tta.norms import TestTimeNorm, convert_batchnorm, require_batchnorm
 from mixbench.tta.unmix_tns import UnMixTNS2d, replace_bn
 
-NORM_MODES = {"tbn": "batch", "alpha_bn": "alpha", "ema_bn": "ema", "tent": "batch"}
-ADAPTERS = ("source", "tbn", "alpha_bn", "ema_bn", "tent", "unmix_tns", "unmix_tns_tent")
-NEEDS_BN = ADAPTERS[1:]
+NEEDS_BN = ("tbn", "alpha_bn", "ema_bn", "tent", "unmix_tns", "unmix_tns_tent")
 
 
 def entropy(logits: Tensor) -> Tensor:
@@ -75,21 +74,75 @@ def affine_parameters(model: nn.Module) -> list[nn.Parameter]:
     return list(chosen.values())
 
 
-def build_adapter(name: str, model: nn.Module, *, alpha: float = 0.1, lr: float = 1e-3,
-                  steps: int = 1, num_components: int = 16, batch_size_max: int = 64,
-                  init_alpha: float = 0.5, seed: int = 0) -> Adapter:
-    """``model`` (a source model, changed in place) ready to adapt on a stream.
-    ``init_alpha``: UnMix-TNS's spread of the components around the source statistics (0.5
-    as the official code; 0 puts every component at the source mean and variance)."""
+def build_adapter(name: str, model: nn.Module, **options) -> Adapter:
+    """``model`` (a source model, changed in place) ready to adapt on a stream: the adapter
+    ``name`` of ``ADAPTERS`` with its ``options`` (an option it does not take is named)."""
     if name not in ADAPTERS:
-        raise ConfigError(f"unknown adapter={name}; choose one of {', '.join(ADAPTERS)}")
-    if name != "source":
+        raise ConfigError(f"unknown adapter={name}; choose one of {', '.join(ADAPTERS.names())}")
+    return ADAPTERS.build({"name": name, **options}, model=model)
+
+
+def _source_model(model: nn.Module, name: str) -> nn.Module:
+    if name in NEEDS_BN:
         require_batchnorm(model, name, NEEDS_BN)
-    model.eval()
-    if name in NORM_MODES:
-        convert_batchnorm(model, NORM_MODES[name], alpha)
-    elif name.startswith("unmix_tns"):
-        if not 0.0 <= init_alpha < 1.0:
-            raise ConfigError(f"adapter.init_alpha must be in [0, 1), got {init_alpha}")
-        replace_bn(model, num_components, batch_size_max, seed, alpha=init_alpha)
-    return Adapter(model, name=name, lr=lr, steps=steps)
+    return model.eval()
+
+
+@ADAPTERS.register("source")
+def source(model: nn.Module, *, seed: int = 0) -> Adapter:
+    """The source model as trained: the reference row."""
+    return Adapter(_source_model(model, "source"), name="source")
+
+
+@ADAPTERS.register("tbn")
+def tbn(model: nn.Module, *, seed: int = 0) -> Adapter:
+    """BatchNorm with each test batch's statistics."""
+    convert_batchnorm(_source_model(model, "tbn"), "batch", 0.1)
+    return Adapter(model, name="tbn")
+
+
+@ADAPTERS.register("alpha_bn")
+def alpha_bn(model: nn.Module, *, alpha: float = 0.1, seed: int = 0) -> Adapter:
+    """α-BN: the batch's statistics mixed with the source's, weight ``alpha`` on the batch."""
+    convert_batchnorm(_source_model(model, "alpha_bn"), "alpha", alpha)
+    return Adapter(model, name="alpha_bn")
+
+
+@ADAPTERS.register("ema_bn")
+def ema_bn(model: nn.Module, *, seed: int = 0) -> Adapter:
+    """Statistics as an exponential moving average over the stream."""
+    convert_batchnorm(_source_model(model, "ema_bn"), "ema", 0.1)
+    return Adapter(model, name="ema_bn")
+
+
+@ADAPTERS.register("tent")
+def tent(model: nn.Module, *, lr: float = 1e-3, steps: int = 1, seed: int = 0) -> Adapter:
+    """TENT: test-batch statistics, and ``steps`` Adam steps a batch on the prediction
+    entropy, over the normalisation layers' affine parameters."""
+    convert_batchnorm(_source_model(model, "tent"), "batch", 0.1)
+    return Adapter(model, name="tent", lr=lr, steps=steps)
+
+
+@ADAPTERS.register("unmix_tns")
+def unmix_tns(model: nn.Module, *, num_components: int = 16, batch_size_max: int = 64,
+              init_alpha: float = 0.5, seed: int = 0) -> Adapter:
+    """UnMix-TNS. ``init_alpha``: the spread of the components around the source statistics
+    (0.5 as the official code; 0 puts every component at the source mean and variance)."""
+    return _unmix(model, "unmix_tns", num_components, batch_size_max, init_alpha, seed)
+
+
+@ADAPTERS.register("unmix_tns_tent")
+def unmix_tns_tent(model: nn.Module, *, num_components: int = 16, batch_size_max: int = 64,
+                   init_alpha: float = 0.5, lr: float = 1e-3, steps: int = 1,
+                   seed: int = 0) -> Adapter:
+    """UnMix-TNS's normalisation, with TENT's steps over its affine parameters."""
+    return _unmix(model, "unmix_tns_tent", num_components, batch_size_max, init_alpha, seed,
+                  lr=lr, steps=steps)
+
+
+def _unmix(model, name, num_components, batch_size_max, init_alpha, seed, **tent) -> Adapter:
+    if not 0.0 <= init_alpha < 1.0:
+        raise ConfigError(f"adapter.init_alpha must be in [0, 1), got {init_alpha}")
+    replace_bn(_source_model(model, name), num_components, batch_size_max, seed,
+               alpha=init_alpha)
+    return Adapter(model, name=name, **tent)
