@@ -93,3 +93,21 @@ def test_importing_the_registry_imports_no_component_package():
 
 def test_the_registry_module_imports_nothing_of_mixbench_but_its_errors():
     assert import_graph()["mixbench.registry"] == {"mixbench.errors"}
+
+
+def test_the_engine_is_below_the_protocols_and_the_application():
+    """engine/ is the low-level layer: protocols and the commands (mixbench.app) use it,
+    never the other way round."""
+    graph = import_graph()
+    upward = {f"{name} -> {dep}" for name, deps in graph.items()
+              if name.startswith("mixbench.engine") for dep in deps
+              if dep.startswith(("mixbench.protocols", "mixbench.app"))}
+    assert not upward
+    # and the layer check sees a real import: the application does import the protocols
+    assert "mixbench.protocols" in graph["mixbench.app.train"]
+
+
+def test_only_the_application_imports_the_application():
+    graph = import_graph()
+    assert not {name for name, deps in graph.items() if not name.startswith("mixbench.app")
+                and any(dep.startswith("mixbench.app") for dep in deps)}

@@ -22,7 +22,7 @@ from mixbench.config import CONFIG_DIR  # noqa: E402
 
 from mixbench.distill.study import (SETTINGS, distill_tables,  # noqa: E402
                                     expert_table_and_figure, plan)
-from mixbench.engine.run import train  # noqa: E402
+from mixbench.app.train import train  # noqa: E402
 from mixbench.errors import MixbenchError  # noqa: E402
 
 CONFIGS = str(CONFIG_DIR)

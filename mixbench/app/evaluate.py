@@ -1,8 +1,8 @@
 """Re-evaluate a saved run from its checkpoint and rewrite its results.json; or, with
 --shift, evaluate it on its test split corrupted (results in shift.json; results.json stays).
 
-    python tools/evaluate.py runs/digits/small_cnn/mixup/seed0/2026-11-25_10-00-00
-    python tools/evaluate.py RUN_DIR --shift gaussian_noise:5 --shift contrast:3
+    mixbench-evaluate runs/digits/small_cnn/mixup/seed0/2026-11-25_10-00-00
+    mixbench-evaluate RUN_DIR --shift gaussian_noise:5 --shift contrast:3
 """
 from __future__ import annotations
 
@@ -11,11 +11,9 @@ import logging
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mixbench.engine.load import evaluate_run  # noqa: E402
-from mixbench.errors import MixbenchError  # noqa: E402
-from mixbench.registry import TASKS  # noqa: E402
+from mixbench.engine.load import evaluate_run
+from mixbench.errors import MixbenchError
+from mixbench.registry import TASKS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +53,3 @@ def evaluate_shifts(args) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,10 +1,10 @@
 """Build the leaderboard from every results.json under a folder.
 
-    python tools/leaderboard.py runs/benchmark
-    python tools/leaderboard.py runs --out site --filter dataset=cifar100 --group-by method,loss
-    python tools/leaderboard.py runs --top1 last10_median \\
+    mixbench-leaderboard runs/benchmark
+    mixbench-leaderboard runs --out site --filter dataset=cifar100 --group-by method,loss
+    mixbench-leaderboard runs --top1 last10_median \\
         --compare-to benchmarks/reference/openmixup_cifar_resnet18.csv
-    python tools/leaderboard.py runs --reproductions claims.yaml
+    mixbench-leaderboard runs --reproductions claims.yaml
 
 Writes leaderboard.md, leaderboard.csv and leaderboard.html (self-contained) and prints the
 markdown: one table per protocol and task, each with that task's columns. Runs that did not
@@ -20,14 +20,12 @@ from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mixbench.errors import ConfigError  # noqa: E402
-from mixbench.results.html import render_html  # noqa: E402
-from mixbench.results.columns import STEP_COLUMNS  # noqa: E402
-from mixbench.results.reproductions import (evaluate_claims, load_claims,  # noqa: E402
+from mixbench.errors import ConfigError
+from mixbench.results.html import render_html
+from mixbench.results.columns import STEP_COLUMNS
+from mixbench.results.reproductions import (evaluate_claims, load_claims,
                                             reproductions_page)
-from mixbench.results.table import (IDENTITY, SECTION, attach_reference,  # noqa: E402
+from mixbench.results.table import (IDENTITY, SECTION, attach_reference,
                                     columns_for, console_columns, experiment_groups,
                                     filter_runs, load_runs, search_by_scale, summarize,
                                     summarize_corruptions, summarize_search, summarize_steps,
@@ -146,7 +144,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"duplicate (same config and seed as another run): {run_dir}")
     print(f"written: {out / 'leaderboard.md'}, {', '.join(written)}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

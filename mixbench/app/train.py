@@ -1,28 +1,31 @@
-"""Starting runs: ``run`` is what ``tools/train.py`` calls. It starts the processes (one, or
-several for DDP), and in each ``train`` skips a completed run, holds the folder's lock,
-prepares the run context and hands it to the configured protocol. A failure leaves a
-results.json that says what happened; what was written before stays.
+"""Training runs: ``mixbench-train`` and ``tools/train.py`` call ``main``. ``run`` starts the
+processes (one, or several for DDP), and in each ``train`` hands the configured protocol to
+the run folder's lifecycle (``mixbench.engine.context.run_protocol``: skip a completed run,
+hold the lock, refuse to overwrite, leave a failure record).
+
+    mixbench-train                       # ERM on digits
+    mixbench-train +method=mixup seed=1  # mixup
+    mixbench-train -m +method=erm,mixup,cutmix seed=0,1
 
 Read top to bottom, then ``mixbench/protocols/standard.py`` (what a run does) and
 ``mixbench/engine/fit.py`` (the epoch loop)."""
 from __future__ import annotations
 
-import contextlib
 import logging
 from pathlib import Path
 
+import hydra
 import torch.distributed as dist
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from mixbench import protocols  # noqa: F401  (registration)
-from mixbench.config import experiment_changes
-from mixbench.engine.checkpoint import CHECKPOINT_NAME
-from mixbench.engine.context import prepare, resolve_device, validate_config
+from mixbench.app.common import exit_on_user_error
+from mixbench.config import CONFIG_DIR
+from mixbench.engine.context import resolve_device, run_protocol, validate_config
 from mixbench.engine.distributed import (SINGLE, DistInfo, broadcast_run_dir,
                                          init_process_group, launcher_ranks, spawn)
-from mixbench.engine.rundir import RunLock, completed_results
-from mixbench.errors import NonFiniteLossError, RunExistsError
-from mixbench.registry import PROTOCOLS
+from mixbench.registry import PROTOCOLS, TASKS
 from mixbench.results.io import RESULTS_NAME, read_results
 
 log = logging.getLogger(__name__)
@@ -64,46 +67,13 @@ def train(cfg: DictConfig, run_dir: str | Path, info: DistInfo = SINGLE) -> dict
     """Run the experiment ``cfg`` describes in this process (one rank under DDP); results
     land in ``run_dir``, written by rank 0 only."""
     validate_config(cfg)
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    done = completed_results(run_dir) if cfg.trainer.skip_completed else None
-    if done is not None and experiment_changes(done.get("config", {}),
-                                               OmegaConf.to_container(cfg, resolve=True)):
-        done = None  # another experiment finished here: resuming or refusing says why
-    if info.enabled:  # every rank must take the same branch
-        decision = [done]
-        dist.broadcast_object_list(decision, src=0)
-        done = decision[0]
-    if done is not None:
-        log.info("%s already completed: skipping it (trainer.skip_completed=false to refuse "
-                 "instead)", run_dir)
-        return done
-    with RunLock(run_dir) if info.is_main else contextlib.nullcontext():
-        return _train_locked(cfg, run_dir, info)
+    return run_protocol(PROTOCOLS.build(cfg.protocol), cfg, run_dir, info)
 
 
-def _train_locked(cfg: DictConfig, run_dir: Path, info: DistInfo) -> dict:
-    checkpoint = run_dir / CHECKPOINT_NAME
-    if checkpoint.exists() and not cfg.trainer.resume:
-        raise RunExistsError(f"{run_dir} already holds a run (checkpoint {checkpoint.name}). "
-                             f"Pass trainer.resume=true to continue it, or choose another "
-                             f"hydra.run.dir for a new run.")
-    protocol = PROTOCOLS.build(cfg.protocol)
-    ctx = prepare(cfg, run_dir, info)
-    try:
-        return protocol(ctx)
-    except BaseException as err:
-        # Leave a record that says what happened (once the run has written one: a run
-        # stopped by its config keeps the folder as it was); the last checkpoint stays.
-        if ctx.written:
-            status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-            ctx.write_results(status=status, error=f"{type(err).__name__}: {err}")
-        if isinstance(err, NonFiniteLossError):
-            history = ctx.record.get("history")
-            kept = (f"The last good checkpoint ({checkpoint}, epoch {history[-1]['epoch']}) "
-                    f"is kept." if history else "No epoch had completed.")
-            raise NonFiniteLossError(f"{err}. The run stopped. {kept} Lower optimizer.lr, "
-                                     f"check the data, or use trainer.precision=fp32.") from err
-        raise
-    finally:
-        ctx.logger.close()
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+@exit_on_user_error
+def main(cfg: DictConfig) -> float:
+    """``mixbench-train`` (and tools/train.py): one run, or a sweep with ``-m``."""
+    results = run(cfg, HydraConfig.get().runtime.output_dir)
+    # The value Hydra sweepers optimise: the task's primary metric (top-1, or RMSE).
+    return results["test"][TASKS.get(results["task"]).columns[0].key]

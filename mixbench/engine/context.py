@@ -1,6 +1,7 @@
 """The run context: what a protocol needs from the process it runs in, built once per process
 by ``prepare``: the config, the run folder, the distributed set-up, the device and autocast,
-the logger, and rank-0-only writers of results.json and checkpoints."""
+the logger, and rank-0-only writers of results.json and checkpoints. ``run_protocol`` runs a
+protocol in a folder through the folder's lifecycle (mixbench/engine/rundir.py)."""
 from __future__ import annotations
 
 import contextlib
@@ -12,10 +13,13 @@ from typing import Any, Callable
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+import torch.distributed as dist
+
 from mixbench.components import LOGGERS
-from mixbench.engine.checkpoint import save_checkpoint
+from mixbench.engine.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from mixbench.engine.distributed import SINGLE, DistInfo
-from mixbench.errors import ConfigError
+from mixbench.engine.rundir import RunFolder, refuse_overwrite
+from mixbench.errors import ConfigError, NonFiniteLossError
 from mixbench.loggers import NullLogger
 from mixbench.results.io import RESULTS_NAME, write_json_atomic
 from mixbench.results.record import new_record
@@ -121,3 +125,43 @@ def prepare(cfg: DictConfig, run_dir: str | Path, info: DistInfo = SINGLE) -> Ru
     record = new_record(config, protocol=cfg.protocol.name, seed=cfg.seed)
     return RunContext(cfg, config, run_dir, info, device,
                       autocast_for(device, cfg.trainer.precision), logger, record)
+
+
+def run_protocol(protocol: Callable[[RunContext], dict], cfg: DictConfig, run_dir: str | Path,
+                 info: DistInfo = SINGLE) -> dict:
+    """Run ``protocol`` (built by the caller from ``cfg.protocol``) in ``run_dir``: skip it if
+    this experiment already completed there, hold the lock, refuse to overwrite a started run
+    without ``trainer.resume``, and leave a failure record if it raises."""
+    validate_config(cfg)
+    folder = RunFolder(run_dir, OmegaConf.to_container(cfg, resolve=True), main=info.is_main)
+    folder.path.mkdir(parents=True, exist_ok=True)
+    done = folder.completed() if cfg.trainer.skip_completed else None
+    if info.enabled:  # every rank must take the same branch
+        decision = [done]
+        dist.broadcast_object_list(decision, src=0)
+        done = decision[0]
+    if done is not None:
+        log.info("%s already completed: skipping it (trainer.skip_completed=false to refuse "
+                 "instead)", folder.path)
+        return done
+    with folder.lock():
+        checkpoint = folder.path / CHECKPOINT_NAME
+        refuse_overwrite(checkpoint, resume=cfg.trainer.resume)
+        ctx = prepare(cfg, folder.path, info)
+        try:
+            return protocol(ctx)
+        except BaseException as err:
+            # a run stopped by its config before writing anything keeps the folder as it was
+            if ctx.written:
+                ctx.record = folder.write_failure(ctx.record, err)
+            if isinstance(err, NonFiniteLossError):
+                history = ctx.record.get("history")
+                kept = (f"The last good checkpoint ({checkpoint}, epoch "
+                        f"{history[-1]['epoch']}) is kept." if history
+                        else "No epoch had completed.")
+                raise NonFiniteLossError(f"{err}. The run stopped. {kept} Lower optimizer.lr, "
+                                         f"check the data, or use trainer.precision=fp32."
+                                         ) from err
+            raise
+        finally:
+            ctx.logger.close()

@@ -24,19 +24,17 @@ from mixbench.engine.context import resolve_device
 from mixbench.engine.load import LoadedRun, load_run
 from mixbench.errors import ConfigError
 from mixbench.eval.evaluate import predict
-from mixbench.merging.mergers import dare, task_arithmetic, ties_merging
-from mixbench.merging.pcb import pcb_merging
+from mixbench.merging import mergers, pcb  # noqa: F401  (registration)
 from mixbench.merging.task_vectors import check_compatible
 from mixbench.results.io import read_results
-from mixbench.results.record import new_record
+from mixbench.registry import MERGERS
+from mixbench.results.record import evaluation_record
 
 log = logging.getLogger(__name__)
 
-# merge.name → the function (θ₀, fine-tuned, scale=..., keys=..., **options); "individual"
-# and "base" are the reference rows: each fine-tuned model, and θ₀'s body under each head.
-MERGERS: dict[str, Callable[..., dict[str, Tensor]]] = {
-    "task_arithmetic": task_arithmetic, "ties": ties_merging, "dare": dare,
-    "pcb": pcb_merging}
+# MERGERS: merge.name → the function (θ₀, fine-tuned, scale=..., keys=..., **options)
+# (mixbench/merging/mergers.py, pcb.py). "individual" and "base" are the reference rows: each
+# fine-tuned model, and θ₀'s body under each head.
 REFERENCES = ("individual", "base")
 BN_MODES = ("recompute", "merge")
 
@@ -220,7 +218,7 @@ def merger_options(cfg) -> dict[str, Any]:
         return options
     if cfg.merge.name == "dare":
         options["seed"] = int(cfg.seed)
-    known = [p for p in inspect.signature(MERGERS[cfg.merge.name]).parameters
+    known = [p for p in inspect.signature(MERGERS.get(cfg.merge.name)).parameters
              if p not in ("base", "finetuned", "scale", "keys")]
     unknown = sorted(set(options) - set(known))
     if unknown:
@@ -232,9 +230,9 @@ def merger_options(cfg) -> dict[str, Any]:
 def merge_runs(cfg) -> dict[str, Any]:
     """The results.json record of one merge (``cfg``: mixbench/configs/merge.yaml composed)."""
     name, bn = cfg.merge.name, cfg.bn
-    if name not in (*MERGERS, *REFERENCES):
+    if name not in MERGERS and name not in REFERENCES:
         raise ConfigError(f"unknown merge={name}; choose one of "
-                          f"{', '.join((*MERGERS, *REFERENCES))}")
+                          f"{', '.join((*MERGERS.names(), *REFERENCES))}")
     if bn not in BN_MODES:
         raise ConfigError(f"bn={bn!r}: choose recompute or merge")
     if cfg.search.name not in ("grid", "evolution"):
@@ -256,7 +254,7 @@ def merge_runs(cfg) -> dict[str, Any]:
         final = at_base
     else:
         def merge(scale):
-            return MERGERS[name](base_state, [t.trained for t in tasks], scale=scale,
+            return MERGERS.get(name)(base_state, [t.trained for t in tasks], scale=scale,
                                  keys=names, **options)
 
         if cfg.search.name == "grid":
@@ -303,10 +301,7 @@ def record_for(cfg, base: LoadedRun, tasks: Sequence[Task], section: dict,
         "merge": OmegaConf.to_container(cfg, resolve=True),
         "seed": int(cfg.seed), "tag": cfg.get("tag"),
     }
-    record = new_record(config, protocol="merge", seed=int(cfg.seed))
-    record.update(task="classification", status="completed", merge=section,
-                  test={"top1": section["avg_top1"], "ece": section["avg_ece"]},
-                  test_ts={"ece": section["avg_ts_ece"]},
-                  timings={"train_s": None, "eval_s": seconds, "samples_per_s": None,
-                           "processes": 1})
-    return record
+    return evaluation_record(config, protocol="merge", seed=int(cfg.seed), seconds=seconds,
+                             merge=section,
+                             test={"top1": section["avg_top1"], "ece": section["avg_ece"]},
+                             test_ts={"ece": section["avg_ts_ece"]})

@@ -16,25 +16,24 @@ from __future__ import annotations
 import logging
 import math
 import time
-from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
 from mixbench.components import BACKBONES, build_components
-from mixbench.config import check_same_experiment, experiment_changes
+from mixbench.config import check_same_experiment
 from mixbench.distill.augment import DSA
 from mixbench.distill.evaluate import evaluate_set, save_grid
 from mixbench.distill.init import INITS, check_ipc, kmeans_real, random_real, representative
 from mixbench.distill.matching import ParamLayout, StudentOptions, match_trajectory
 from mixbench.distill.trajectories import load_experts, prepared_data
 from mixbench.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from mixbench.engine.context import RunContext, prepare, validate_config
-from mixbench.engine.rundir import RunLock, completed_results
-from mixbench.engine.seeding import epoch_seed, seed_everything
+from mixbench.engine.context import RunContext, run_protocol, validate_config
+from mixbench.engine.rundir import refuse_overwrite
+from mixbench.engine.seeding import derive_seed, seed_everything
 from mixbench.errors import ConfigError, NonFiniteLossError
 from mixbench.protocols.base import Protocol
-from mixbench.protocols.experts import refuse_unless_resuming
+from mixbench.results.record import timings
 from mixbench.registry import PROTOCOLS
 from mixbench.tasks import require_task
 
@@ -128,8 +127,7 @@ class Distill(Protocol):
         labels = torch.arange(num_classes).repeat_interleave(self.ipc).to(ctx.device)
         state_path = ctx.run_dir / STATE_NAME
         saved = None
-        if state_path.exists():
-            refuse_unless_resuming(cfg.trainer, state_path)
+        refuse_overwrite(state_path, resume=cfg.trainer.resume)
         ctx.write_results(task=parts.task.name)
         if state_path.exists():
             saved = load_checkpoint(state_path)
@@ -164,7 +162,7 @@ class Distill(Protocol):
 
         for it in range(done, self.iterations):
             began = time.perf_counter()
-            generator = torch.Generator().manual_seed(epoch_seed(cfg.seed, it))
+            generator = torch.Generator().manual_seed(derive_seed(cfg.seed, it))
             expert = int(torch.randint(len(trajectories), (), generator=generator))
             start_epoch = int(torch.randint(self.max_start_epoch, (), generator=generator))
             loss = match_trajectory(model, layout, trajectories[expert], start_epoch, images,
@@ -223,10 +221,8 @@ class Distill(Protocol):
         test = evaluations["distilled"]["test"] if evaluations else {}
         return ctx.write_results(
             test=test, distill=section, history=history, status="completed",
-            timings={"train_s": distill_s, "eval_s": time.perf_counter() - began,
-                     "samples_per_s": None,
-                     "iterations_per_s": self.iterations / distill_s if distill_s else None,
-                     "processes": 1})
+            timings=timings(distill_s, time.perf_counter() - began, iterations_per_s=(
+                self.iterations / distill_s if distill_s else None)))
 
     def train_experts(self, cfg) -> None:
         """``protocol.make_experts``: train the experts into ``protocol.experts`` first (a
@@ -248,14 +244,8 @@ class Distill(Protocol):
         config["seed"], config["tag"] = make.get("seed", 0), None
         experts_cfg = OmegaConf.create(config)
         validate_config(experts_cfg)
-        folder = Path(self.experts)
-        folder.mkdir(parents=True, exist_ok=True)
-        done = completed_results(folder)
-        if done is not None and not experiment_changes(done.get("config", {}), config):
-            return
-        log.info("training the experts into %s first (protocol.make_experts)", folder)
-        with RunLock(folder):  # (engine.run would import the protocols: a cycle)
-            PROTOCOLS.build(experts_cfg.protocol)(prepare(experts_cfg, folder))
+        log.info("the experts in %s first (protocol.make_experts)", self.experts)
+        run_protocol(PROTOCOLS.build(experts_cfg.protocol), experts_cfg, self.experts)
 
     @staticmethod
     def check_experts_match(expert_config: dict, config: dict) -> None:
@@ -276,7 +266,7 @@ class Distill(Protocol):
         """``ipc`` images per class, class by class: real ones (random, K-means centres of the
         pixels, or AST's representative ones from the first expert's final weights) or
         Gaussian noise."""
-        generator = torch.Generator().manual_seed(epoch_seed(seed, -1))
+        generator = torch.Generator().manual_seed(derive_seed(seed, -1))
         if self.init == "noise":
             return torch.randn((num_classes * self.ipc, *real_x.shape[1:]), generator=generator)
         if self.init == "representative":
@@ -292,6 +282,6 @@ class Distill(Protocol):
 
     def real_subset(self, name, real_x, real_y, num_classes, seed) -> torch.Tensor:
         if name == "random":
-            generator = torch.Generator().manual_seed(epoch_seed(seed, -2))
+            generator = torch.Generator().manual_seed(derive_seed(seed, -2))
             return random_real(real_y, self.ipc, num_classes, generator)
         return kmeans_real(real_x, real_y, self.ipc, num_classes, seed)

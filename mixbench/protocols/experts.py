@@ -22,9 +22,11 @@ from mixbench.distill.trajectories import kept_path, prepared_data
 from mixbench.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from mixbench.engine.context import RunContext
 from mixbench.engine.fit import Training, fit, resume
-from mixbench.engine.seeding import epoch_seed, seed_everything
-from mixbench.errors import ConfigError, RunExistsError
+from mixbench.engine.seeding import derive_seed, seed_everything
+from mixbench.engine.rundir import refuse_overwrite
+from mixbench.errors import ConfigError
 from mixbench.protocols.base import Protocol
+from mixbench.results.record import timings
 from mixbench.registry import PROTOCOLS
 from mixbench.tasks import require_task
 
@@ -88,7 +90,7 @@ class Experts(Protocol):
         optimizer, scheduler = self.recipe(cfg)
         started = sorted(ctx.run_dir.glob(f"expert_*/{CHECKPOINT_NAME}"))
         if started:
-            refuse_unless_resuming(t, started[0])
+            refuse_overwrite(started[0], resume=t.resume)
         ctx.write_results(task=parts.task.name)
         log.info("run %s: %d %s experts of %s on %s, %d epochs each", ctx.run_dir,
                  self.num_experts, "smooth (AST)" if self.smooth else "plain (MTT)",
@@ -99,7 +101,7 @@ class Experts(Protocol):
             folder = ctx.run_dir / f"expert_{k:03d}"
             folder.mkdir(parents=True, exist_ok=True)
             checkpoint = folder / CHECKPOINT_NAME
-            seed = epoch_seed(cfg.seed, k)
+            seed = derive_seed(cfg.seed, k)
             seed_everything(seed)  # the expert's initialisation
             model = BACKBONES.build(cfg.backbone, num_classes=data.num_classes,
                                     in_channels=data.in_channels).to(ctx.device)
@@ -131,9 +133,7 @@ class Experts(Protocol):
         samples = sum(r.get("samples", 0) for r in history)
         return ctx.write_results(test={"top1": section["expert_top1"]}, experts=section,
                                  history=history, status="completed",
-                                 timings={"train_s": train_s, "eval_s": 0.0,
-                                          "samples_per_s": samples / train_s if train_s else None,
-                                          "processes": 1})
+                                 timings=timings(train_s, 0.0, samples=samples))
 
 
 def parameter_changes(folder, epochs: int) -> list[float]:
@@ -150,11 +150,3 @@ def parameter_changes(folder, epochs: int) -> list[float]:
         previous = current
     return out
 
-
-def refuse_unless_resuming(trainer, path) -> None:
-    """A protocol's own state file found at start: continue only when asked, as a run's
-    last.pt does."""
-    if not trainer.resume:
-        raise RunExistsError(f"{path.parent} already holds a run ({path.name}). Pass "
-                             f"trainer.resume=true to continue it, or choose another "
-                             f"hydra.run.dir for a new run.")

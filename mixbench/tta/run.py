@@ -29,8 +29,7 @@ from mixbench.engine.context import resolve_device
 from mixbench.engine.load import LoadedRun, load_run
 from mixbench.errors import ConfigError
 from mixbench.eval.calibration import calibration_metrics
-from mixbench.results.io import RESULTS_NAME, read_results
-from mixbench.results.record import new_record
+from mixbench.results.record import evaluation_record
 from mixbench.shift.cifar_c import read_cifar_c
 from mixbench.shift.corruptions import CORRUPTIONS
 from mixbench.shift.evaluate import corrupted, require_images
@@ -172,18 +171,6 @@ def adapt_run(cfg) -> dict[str, Any]:
     return record_for(cfg, run, options, rows, len(labels), seconds)
 
 
-def completed_before(run_dir: Path, cfg) -> dict | None:
-    """The completed record in ``run_dir`` if it was written with this very config (so a
-    re-run sweep skips it), else None."""
-    path = Path(run_dir) / RESULTS_NAME
-    try:
-        record = read_results(path)
-    except (OSError, ValueError):
-        return None
-    same = (record.get("config") or {}).get("adapt") == OmegaConf.to_container(cfg, resolve=True)
-    return record if same and record.get("status") == "completed" else None
-
-
 def record_for(cfg, run: LoadedRun, options: dict, rows: list[dict], samples: int,
                seconds: float) -> dict:
     """A completed results.json for an adaptation. Its config names what the leaderboard
@@ -214,10 +201,7 @@ def record_for(cfg, run: LoadedRun, options: dict, rows: list[dict], samples: in
         "adapt": OmegaConf.to_container(cfg, resolve=True),
         "seed": int(source_cfg.seed), "tag": cfg.get("tag"),
     }
-    record = new_record(config, protocol="adaptation", seed=int(source_cfg.seed))
     # the means live in the section (the leaderboard's adaptation columns), not in "test":
     # there is no single test set here
-    record.update(task="classification", status="completed", adaptation=section,
-                  timings={"train_s": None, "eval_s": seconds, "samples_per_s": None,
-                           "processes": 1})
-    return record
+    return evaluation_record(config, protocol="adaptation", seed=int(source_cfg.seed),
+                             seconds=seconds, adaptation=section)
