@@ -50,7 +50,7 @@ def kill_in_epoch_two(cfg, run_dir, monkeypatch) -> None:
     """Train ``cfg`` in ``run_dir`` and stop it as a kill would when epoch 2 starts (after
     epoch 1's checkpoint), for kill-and-resume tests."""
     import mixbench.engine.fit as fit
-    from mixbench.engine.run import train
+    from mixbench.app.train import train
 
     real_epoch = fit.train_one_epoch
 

@@ -14,11 +14,14 @@ from torch import nn
 from conftest import FAST, make_cfg, run_tool
 from mixbench.config import CONFIG_DIR
 from mixbench.components import BACKBONES
-from mixbench.engine.run import train
+from mixbench.app.train import train
 from mixbench.errors import ConfigError
-from mixbench.tta.adapters import ADAPTERS, NEEDS_BN, build_adapter, entropy
+from mixbench.registry import ADAPTERS
+from mixbench.tta.adapters import NEEDS_BN, build_adapter, entropy
 from mixbench.tta.norms import TestTimeNorm
-from mixbench.tta.run import adapt_run, episodes
+from mixbench.data.loaders import InMemoryLoader
+from mixbench.engine.load import load_run
+from mixbench.tta.run import adapt_run, corrupted_test_sets, episodes
 from mixbench.tta.unmix_tns import UnMixTNS2d
 
 
@@ -143,6 +146,9 @@ def test_models_without_batchnorm_are_refused_by_every_adapter_that_needs_it():
     assert build_adapter("source", model)(X).shape == (16, 4)
     with pytest.raises(ConfigError, match="unknown adapter=tnet"):
         build_adapter("tnet", model)
+    # an option the adapter does not take is named, with the ones it does
+    with pytest.raises(ConfigError, match="adapter 'tbn'.*lr.*Its options are: seed"):
+        build_adapter("tbn", model, lr=0.1)
 
 
 @pytest.mark.parametrize("name", ["tbn", "alpha_bn", "ema_bn", "unmix_tns"])
@@ -190,6 +196,25 @@ def adapt_cfg(source, adapter="tbn", stream="iid", **extra):
         "seed": 0, "tag": None, **extra})
 
 
+def test_the_error_column_is_the_source_models_misclassification_rate(source_run):
+    """With the source adapter nothing adapts: each corruption's error must be the fraction of
+    that corrupted test split the source model gets wrong, computed here from its predictions."""
+    record = adapt_run(adapt_cfg(source_run, "source"))
+    run = load_run(source_run, torch.device("cpu"))
+    names = ["gaussian_noise", "contrast"]
+    sets = corrupted_test_sets(run, names, 3, 0, None)
+    data = run.parts.data
+    for name, split, row in zip(names, sets, record["adaptation"]["corruptions"]):
+        loader = InMemoryLoader(split, 64, shuffle=False, drop_last=False,
+                                device=torch.device("cpu"), mean=data.mean, std=data.std)
+        x, y = loader.fetch(torch.arange(len(split.y)), augment=False)
+        with torch.no_grad():
+            wrong = (run.parts.model.eval()(x).argmax(dim=1) != y).float().mean().item()
+        assert row["corruption"] == name
+        assert 0 < wrong < 1  # a split the model neither always gets right nor always wrong
+        assert row["error"] == pytest.approx(wrong, abs=1e-6)
+
+
 def digests(folder):
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
@@ -203,8 +228,6 @@ def test_adapting_reports_every_corruption_and_never_changes_the_source_run(sour
     assert [r["corruption"] for r in section["corruptions"]] == ["gaussian_noise", "contrast"]
     assert section["source_method"] == "mixup" and section["source_seed"] == 0
     assert record["config"]["protocol"]["num_components"] == 128  # mixed domains: K = 128
-    for row in section["corruptions"]:
-        assert row["error"] == pytest.approx(1 - row["top1"])
     assert section["mean_ece"] == pytest.approx(
         sum(r["ece"] for r in section["corruptions"]) / 2)
     assert record["protocol"] == "adaptation" and record["seed"] == 0
@@ -258,7 +281,7 @@ def test_tools_adapt_writes_a_run_whose_tables_the_leaderboard_shows(source_run,
     again = run_tool("tools/adapt.py", f"source={source_run}", "adapter=alpha_bn",
                      "stream=dirichlet", "corruption=[gaussian_noise,contrast]", "severity=2",
                      "device=cpu", f"hydra.run.dir={out}")
-    assert "already holds this adaptation: skipped" in again.stdout + again.stderr
+    assert "already holds this run: skipped" in again.stdout + again.stderr
     assert json.loads((out / "results.json").read_text()) == record
 
 
@@ -278,9 +301,13 @@ def test_tools_adapt_explains_a_missing_source(tmp_path):
                     f"hydra.run.dir={tmp_path / 'out'}")
     assert done.returncode == 1
     assert "error:" in done.stderr + done.stdout
+    # the folder says what happened: a failure record, never a completed one
+    record = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert record["status"] == "failed" and "missing" in record["error"]
+    assert record["config"]["adapt"]["source"] == str(tmp_path / "missing")
 
 
 def test_every_adapter_has_a_config():
 
     assert sorted(p.stem for p in (CONFIG_DIR / "adapter").glob("*.yaml")) \
-        == sorted(ADAPTERS)
+        == ADAPTERS.names()

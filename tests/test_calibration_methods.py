@@ -9,7 +9,7 @@ import torch
 from conftest import FAST, make_cfg, steps_that_never_wait
 from mixbench.engine.checkpoint import save_checkpoint
 from mixbench.engine.load import evaluate_run
-from mixbench.engine.run import train
+from mixbench.app.train import train
 from mixbench.errors import ConfigError
 from mixbench.losses import CrossEntropy
 from mixbench.losses.distill import distillation_kl

@@ -20,7 +20,7 @@ from mixbench.distill import (DSA, ParamLayout, StudentOptions, gradient_penalty
                               trajectory_matching_loss, unroll)
 from mixbench.distill.matching import balanced_weight, flatten, perturb_weights
 from mixbench.engine.checkpoint import load_checkpoint
-from mixbench.engine.run import train
+from mixbench.app.train import train
 from mixbench.errors import ConfigError, RunExistsError
 
 
@@ -308,7 +308,25 @@ def test_distillation_runs_evaluates_and_resumes_to_the_same_images(experts_dir,
     assert resumed["history"] == full["history"]
 
 
-def test_ast_student_options_and_inits_run(experts_dir, tmp_path):
+def test_ast_student_options_reach_the_matching_and_the_init(experts_dir, tmp_path,
+                                                              monkeypatch):
+    """Each AST option set in the config is the one each iteration's matching runs with, and
+    init=representative picks the images through AST's selection."""
+    from mixbench.protocols import distill
+
+    seen, picked = [], []
+    real_match, real_pick = distill.match_trajectory, distill.representative
+
+    def match(*args, **kwargs):
+        seen.append((kwargs["options"], kwargs["batch_size"]))
+        return real_match(*args, **kwargs)
+
+    def pick(*args, **kwargs):
+        picked.append(args[3])  # ipc
+        return real_pick(*args, **kwargs)
+
+    monkeypatch.setattr(distill, "match_trajectory", match)
+    monkeypatch.setattr(distill, "representative", pick)
     results = train(make_cfg(*DISTILL, f"protocol.experts={experts_dir}",
                              "protocol.init=representative", "protocol.student_momentum=0.9",
                              "protocol.balanced_loss=true", "protocol.intermediate=adaptive",
@@ -316,13 +334,33 @@ def test_ast_student_options_and_inits_run(experts_dir, tmp_path):
                              "protocol.weight_perturb=true", "protocol.batch_syn=5",
                              "protocol.num_eval=0", "protocol.iterations=2"), tmp_path)
     assert results["status"] == "completed" and len(results["history"]) == 2
+    ast = StudentOptions(momentum=0.9, balanced_loss=True, intermediate="adaptive",
+                         weight_perturb=True)
+    assert seen == [(ast, 5), (ast, 5)]
+    assert picked == [1]
 
 
-def test_mixup_trains_the_evaluation_networks(experts_dir, tmp_path):
+def test_mixup_trains_the_evaluation_networks(experts_dir, tmp_path, monkeypatch):
+    """+method=mixup mixes the batches the evaluation networks train on (the distilled set's
+    and each baseline's), and nothing during distillation itself."""
+    from mixbench.registry import METHODS
+
+    mixup = METHODS.get("mixup")
+    real_mix, calls = mixup.mix_batch, []
+
+    def mix(self, x, y):
+        calls.append(len(x))
+        return real_mix(self, x, y)
+
+    monkeypatch.setattr(mixup, "mix_batch", mix)
     results = train(make_cfg(*DISTILL, f"protocol.experts={experts_dir}", "+method=mixup",
-                             "protocol.iterations=1", "protocol.baselines=[kmeans]"), tmp_path)
-    assert results["config"]["method"]["name"] == "mixup"
+                             "protocol.iterations=1", "protocol.num_eval=0"), tmp_path / "a")
+    assert results["status"] == "completed" and calls == []
+    results = train(make_cfg(*DISTILL, f"protocol.experts={experts_dir}", "+method=mixup",
+                             "protocol.iterations=1", "protocol.baselines=[kmeans]"),
+                    tmp_path / "b")
     assert "kmeans_top1" in results["distill"]
+    assert calls and all(n <= 10 for n in calls)  # batches of the 10-image sets
 
 
 def test_user_mistakes_name_the_fix(experts_dir, tmp_path):

@@ -12,7 +12,7 @@ import torch
 from mixbench.config import CONFIG_DIR
 from mixbench.engine.distributed import DistInfo, shard_range
 from mixbench.engine.load import evaluate_run
-from mixbench.engine.run import run
+from mixbench.app.train import run
 from mixbench.errors import DistributedError
 
 from conftest import ROOT, run_tool

@@ -15,7 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 from conftest import FAST, make_cfg, steps_that_never_wait
 
 from mixbench.engine.checkpoint import save_checkpoint
-from mixbench.engine.run import train
+from mixbench.app.train import train
 from mixbench.errors import ConfigError
 from mixbench.losses import CrossEntropy
 from mixbench.methods.alignmix import align_and_mix, logsumexp, sinkhorn_plan

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import run_tool
-from mixbench.engine.run import train
+from mixbench.app.train import train
 from mixbench.eval.geometry import collapse_metrics, etf_distance, mixed_alignment, nc1
 from mixbench.components import BACKBONES
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mixbench.data.label_noise import LABEL_NOISE_NAME, check_label_noise, corrupt_labels
-from mixbench.engine.run import train
+from mixbench.app.train import train
 from mixbench.errors import ConfigError
 from mixbench.components import DATASETS
 

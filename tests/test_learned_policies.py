@@ -16,7 +16,7 @@ from conftest import (FAST, kill_in_epoch_two, make_cfg, run_tool, steps_that_ne
                       without_timings)
 
 from mixbench.engine.checkpoint import load_checkpoint
-from mixbench.engine.run import train
+from mixbench.app.train import train
 from mixbench.errors import CheckpointError, ConfigError
 from mixbench.losses import CrossEntropy
 from mixbench.tasks import task_for

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from conftest import FAST, make_cfg, run_tool
 from mixbench.components import DATASETS
-from mixbench.engine.run import train
+from mixbench.app.train import train
 from mixbench.errors import ConfigError
 from mixbench.merging.runs import body_names, evaluate_task, load_tasks, merge_runs
 from test_data import fake_fashion

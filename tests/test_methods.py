@@ -525,7 +525,7 @@ def test_smoothmix_mask_is_soft_and_peaks_at_one_place(mode):
                                         ("saliencymix", ["method.label_lam=independent",
                                                          "method.mix_until=0.5"])])
 def test_new_mixers_train_one_epoch_on_digits(cfg_factory, tmp_path, name, extra):
-    from mixbench.engine.run import train
+    from mixbench.app.train import train
 
     results = train(cfg_factory(f"+method={name}", "trainer.batch_size=32", *extra), tmp_path)
     assert results["status"] == "completed"

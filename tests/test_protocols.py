@@ -12,7 +12,7 @@ from conftest import ROOT
 from mixbench.components import build_components
 from mixbench.engine.checkpoint import load_checkpoint
 from mixbench.engine.load import init_from_run, load_run
-from mixbench.engine.run import train
+from mixbench.app.train import train
 from mixbench.errors import CheckpointError, ConfigError
 from mixbench.registry import PROTOCOLS
 from mixbench.results.table import load_runs

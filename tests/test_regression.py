@@ -13,7 +13,7 @@ from sklearn import metrics as skm
 from conftest import HostToDeviceCopies, make_cfg, run_tool, steps_that_never_wait
 from mixbench.data.loaders import InMemoryLoader
 from mixbench.data.regression import Windows, rotate
-from mixbench.engine.run import train
+from mixbench.app.train import train
 from mixbench.errors import ConfigError, DatasetError, DatasetNotFoundError
 from mixbench.eval.evaluate import original_units
 from mixbench.eval.regression import regression_metrics

@@ -198,7 +198,7 @@ from mixbench.components import DATASETS  # noqa: E402
 from mixbench.data.retrieval import (MPerClassBatches, MPerClassLoader,  # noqa: E402
                                      split_by_class)
 from mixbench.engine.distributed import DistInfo  # noqa: E402
-from mixbench.engine.run import train  # noqa: E402
+from mixbench.app.train import train  # noqa: E402
 from mixbench.errors import ConfigError, DatasetNotFoundError  # noqa: E402
 
 

@@ -317,7 +317,7 @@ def test_a_run_evaluated_under_a_corruption_keeps_its_files(tmp_path):
     import json
 
     from conftest import FAST, make_cfg
-    from mixbench.engine.run import train
+    from mixbench.app.train import train
     from mixbench.shift.evaluate import SHIFT_NAME, evaluate_shift, parse_shift
 
     run = tmp_path / "run"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_cfg
-from mixbench.engine.run import train
+from mixbench.app.train import train
 
 BEFORE = json.loads((Path(__file__).parent / "fixtures/standard_protocol_before.json").read_text())
 # Keys added to the config since, at the values that reproduce the runs before them.

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mixbench.engine.load import evaluate_run
-from mixbench.engine.run import train
+from mixbench.app.train import train
 from mixbench.errors import CheckpointError, ConfigError, NonFiniteLossError, RunExistsError
 from mixbench.losses import CrossEntropy
 
