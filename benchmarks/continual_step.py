@@ -120,7 +120,7 @@ def main() -> None:
     quiet_malloc()
     import torch
 
-    from mixbench.continual.distill import Distilled
+    from mixbench.continual.kd import Distilled
 
     print(f"torch {torch.__version__}, CPU, {torch.get_num_threads()} threads")
     if not args.herding_only:

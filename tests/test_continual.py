@@ -13,7 +13,7 @@ from conftest import make_cfg
 from mixbench.components import BACKBONES, METHODS
 from mixbench.continual import continual_metrics, weight_align
 from mixbench.continual.classes import class_order, step_sizes
-from mixbench.continual.distill import Distilled
+from mixbench.continual.kd import Distilled
 from mixbench.continual.head import grow_head, row_norms
 from mixbench.continual.memory import ExemplarMemory, ReservoirBuffer, herding
 from mixbench.app.train import train

@@ -623,3 +623,47 @@ def test_dmixup_options_are_checked_and_it_never_waits_for_the_device():
         with HostToDeviceCopies() as copies:
             method.mix_batch(x, y)
         assert not copies.found, copies.found
+
+
+def test_a_method_wrapper_forwards_every_hook_to_the_method_it_wraps():
+    """Distillation's and DSA's wrappers reach the wrapped method on every call the trainer and
+    the protocols make (start_step was once lost), and save its state."""
+    from mixbench.continual.kd import Distilled
+    from mixbench.distill.smooth import AugmentedStep
+    from mixbench.methods.base import Method, MethodWrapper
+
+    class Recorder(Method):
+        tasks = ("classification",)
+
+        def __init__(self):
+            super().__init__(num_classes=3)
+            self.calls = []
+
+        def start_epoch(self, epoch, epochs):
+            self.calls.append(("start_epoch", epoch, epochs))
+
+        def start_step(self, old_classes):
+            self.calls.append(("start_step", old_classes))
+
+        def setup(self, data, train_loader):
+            self.calls.append(("setup", data, train_loader))
+
+        def state_dict(self):
+            return {"seen": len(self.calls)}
+
+        def load_state_dict(self, state):
+            self.calls.append(("load", state))
+
+    teacher = torch.nn.Linear(4, 3)
+    for make in (lambda m: Distilled(m, teacher, old_classes=1, temperature=2.0),
+                 lambda m: AugmentedStep(m), MethodWrapper):
+        inner = Recorder()
+        wrapped = make(inner)
+        wrapped.start_epoch(2, 10)
+        wrapped.start_step(1)
+        wrapped.setup("data", "loader")
+        assert wrapped.state_dict() == {"seen": 3}
+        wrapped.load_state_dict({"seen": 3})
+        assert inner.calls == [("start_epoch", 2, 10), ("start_step", 1),
+                               ("setup", "data", "loader"), ("load", {"seen": 3})]
+        assert wrapped.tasks == ("classification",) and wrapped.progress == 0.2

@@ -4,14 +4,13 @@ momentum and weight decay. ``AugmentedStep`` wraps any method's step with DSA an
 terms, so experts, and the networks that evaluate a synthetic set, train with ``+method=``."""
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 from torch import nn
 
 from mixbench.distill.augment import DSA
 from mixbench.errors import ConfigError
-from mixbench.methods.base import Method, StepOutput
+from mixbench.methods.base import Method, MethodWrapper, StepOutput
 
 
 def loss_scale(epoch: int, start: float = 0.5, epochs: int = 10) -> float:
@@ -30,7 +29,7 @@ def gradient_penalty(model: nn.Module, x: torch.Tensor, weight: float = 2.0) -> 
     return weight * (grad.norm(2, dim=1) - 1).square().mean()
 
 
-class AugmentedStep(Method):
+class AugmentedStep(MethodWrapper):
     """``method``'s step on DSA-augmented inputs, its loss × ``loss_scale(epoch)`` when
     ``scale_start`` is set, plus ``gp_weight`` × the gradient penalty on the un-augmented
     batch. With neither it is ``method`` on DSA batches (MTT's experts and evaluation)."""
@@ -38,23 +37,19 @@ class AugmentedStep(Method):
     def __init__(self, method: Method, dsa: DSA | None = None, *,
                  scale_start: float | None = None, scale_epochs: int = 10,
                  gp_weight: float = 0.0):
-        super().__init__(num_classes=method.num_classes)
+        super().__init__(method)
         if scale_start is not None and not 0 < scale_start <= 1:
             raise ConfigError(f"protocol.loss_scale_start must be in (0, 1], got {scale_start}")
         if gp_weight < 0:
             raise ConfigError(f"protocol.gp_weight must be >= 0, got {gp_weight}")
-        self.method, self.dsa = method, dsa
+        self.dsa = dsa
         self.scale_start, self.scale_epochs, self.gp_weight = (scale_start, scale_epochs,
                                                                gp_weight)
-        self.tasks = method.tasks
         self.epoch = 0
 
     def start_epoch(self, epoch: int, epochs: int) -> None:
+        super().start_epoch(epoch, epochs)
         self.epoch = epoch
-        self.method.start_epoch(epoch, epochs)
-
-    def setup(self, data, train_loader) -> None:
-        self.method.setup(data, train_loader)
 
     def step(self, model, batch, loss_fn) -> StepOutput:
         x = batch[0]
@@ -70,12 +65,6 @@ class AugmentedStep(Method):
             loss = loss + penalty
             info["gp"] = penalty.detach()
         return StepOutput(loss, out.logits, info)
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.method.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.method.load_state_dict(state)
 
     def __repr__(self) -> str:
         return (f"AugmentedStep({self.method!r}, dsa={self.dsa is not None}, "

@@ -109,6 +109,36 @@ class Method:
         return f"{type(self).__name__}(num_classes={self.num_classes})"
 
 
+class MethodWrapper(Method):
+    """A method around another method's step (distillation from a teacher; DSA and AST's
+    terms): every hook the trainer and the protocols call reaches the wrapped ``method``, its
+    checkpoint state is the wrapped method's, and it fits the tasks that method fits."""
+
+    def __init__(self, method: Method):
+        super().__init__(num_classes=method.num_classes)
+        self.method = method
+        self.tasks, self.task_hint = method.tasks, method.task_hint
+
+    def start_epoch(self, epoch: int, epochs: int) -> None:
+        super().start_epoch(epoch, epochs)
+        self.method.start_epoch(epoch, epochs)
+
+    def start_step(self, old_classes: int) -> None:
+        self.method.start_step(old_classes)
+
+    def setup(self, data, train_loader) -> None:
+        self.method.setup(data, train_loader)
+
+    def step(self, model, batch, loss_fn) -> StepOutput:
+        return self.method.step(model, batch, loss_fn)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.method.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.method.load_state_dict(state)
+
+
 @METHODS.register("erm")
 class ERM(Method):
     """Empirical risk minimisation: the no-mixing baseline (the default when no method is set).

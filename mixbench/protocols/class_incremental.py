@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from mixbench.components import METHODS, build_components
 from mixbench.continual.classes import ClassSteps, rows_of
-from mixbench.continual.distill import Distilled
+from mixbench.continual.kd import Distilled
 from mixbench.continual.head import clip_head_weights, grow_head, row_norms, weight_align
 from mixbench.continual.memory import ExemplarMemory
 from mixbench.continual.steps import (evaluate_step, finish, log_step, resume_point,

@@ -5,13 +5,12 @@ becomes (1-λ)·(the method's loss) + λ·KD on the old classes, λ = old classe
 A mixer therefore distils on exactly the mixed inputs it trains on."""
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 from torch import nn
 
 from mixbench.losses.distill import soft_cross_entropy
-from mixbench.methods.base import Method, StepOutput
+from mixbench.methods.base import Method, MethodWrapper, StepOutput
 
 
 class WithTeacher(nn.Module):
@@ -34,24 +33,14 @@ class WithTeacher(nn.Module):
         return logits
 
 
-class Distilled(Method):
+class Distilled(MethodWrapper):
     """``method`` plus distillation from ``teacher`` (the previous step's model, frozen)."""
 
     def __init__(self, method: Method, teacher: nn.Module, old_classes: int, temperature: float):
-        super().__init__(num_classes=method.num_classes)
-        self.method, self.old_classes, self.temperature = method, old_classes, temperature
+        super().__init__(method)
+        self.old_classes, self.temperature = old_classes, temperature
         self.teacher = teacher.eval().requires_grad_(False)
         self.weight = old_classes / method.num_classes
-        self.tasks = method.tasks
-
-    def start_epoch(self, epoch: int, epochs: int) -> None:
-        self.method.start_epoch(epoch, epochs)
-
-    def start_step(self, old_classes: int) -> None:
-        self.method.start_step(old_classes)
-
-    def setup(self, data, train_loader) -> None:
-        self.method.setup(data, train_loader)
 
     def step(self, model, batch, loss_fn) -> StepOutput:
         watched = WithTeacher(model, self.teacher, self.old_classes, self.temperature)
@@ -59,12 +48,6 @@ class Distilled(Method):
         kd = torch.stack(watched.terms).mean()
         loss = (1.0 - self.weight) * out.loss + self.weight * kd
         return StepOutput(loss, out.logits, {**out.info, "kd": kd.detach()})
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.method.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.method.load_state_dict(state)
 
     def __repr__(self) -> str:
         return (f"Distilled({self.method!r}, old_classes={self.old_classes}, "
