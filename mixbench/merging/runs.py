@@ -40,7 +40,7 @@ BN_MODES = ("recompute", "merge")
 
 
 @dataclass
-class Task:
+class FineTuned:
     """One fine-tuned run: its model (weights as trained), and those weights kept aside."""
 
     run: LoadedRun
@@ -62,7 +62,7 @@ def body_names(model: nn.Module) -> list[str]:
 
 
 def load_tasks(base_dir: str | Path, model_dirs: Sequence[str | Path],
-               device: torch.device) -> tuple[LoadedRun, list[Task], list[str]]:
+               device: torch.device) -> tuple[LoadedRun, list[FineTuned], list[str]]:
     """θ₀'s run, the fine-tuned runs, and the names that merge. Refuses runs that were not
     fine-tuned from ``base_dir`` or whose bodies do not match θ₀'s, naming what differs."""
     if not model_dirs:
@@ -76,7 +76,7 @@ def load_tasks(base_dir: str | Path, model_dirs: Sequence[str | Path],
             raise ConfigError(f"{run_dir} was fine-tuned from {source or 'scratch'}, not from "
                               f"base={base_dir}: merging needs models that share θ₀. Train it "
                               f"with trainer.init_from={base_dir}")
-        tasks.append(Task(run, {k: v.detach().clone()
+        tasks.append(FineTuned(run, {k: v.detach().clone()
                                 for k, v in run.parts.model.state_dict().items()}))
     names = body_names(base.parts.model)
     base_state = base.parts.model.state_dict()
@@ -109,7 +109,7 @@ def recompute_bn(model: nn.Module, loader, device: torch.device, batches: int) -
     model.eval()
 
 
-def set_body(task: Task, body: dict[str, Tensor], names: Sequence[str], bn: str,
+def set_body(task: FineTuned, body: dict[str, Tensor], names: Sequence[str], bn: str,
              bn_batches: int) -> None:
     """Task ``task``'s model with ``body`` under its own head (and BN statistics)."""
     load_body(task.model, body, names)
@@ -117,12 +117,12 @@ def set_body(task: Task, body: dict[str, Tensor], names: Sequence[str], bn: str,
         recompute_bn(task.model, task.run.loader("train"), task.run.parts.device, bn_batches)
 
 
-def val_top1(task: Task) -> float:
+def val_top1(task: FineTuned) -> float:
     logits, labels = predict(task.model, task.run.loader("val"), task.run.parts.device)
     return (logits.argmax(1) == labels).float().mean().item()
 
 
-def mean_val_top1(body: dict[str, Tensor], names: Sequence[str], tasks: Sequence[Task],
+def mean_val_top1(body: dict[str, Tensor], names: Sequence[str], tasks: Sequence[FineTuned],
                   bn: str, bn_batches: int) -> float:
     """The validation top-1 of ``body`` under each task's head, averaged over the tasks:
     what every search maximises."""
@@ -140,7 +140,7 @@ def scaled(base: dict[str, Tensor], merged: dict[str, Tensor], names: Sequence[s
 
 
 def choose_scale(base: dict[str, Tensor], merged: dict[str, Tensor], names: Sequence[str],
-                 tasks: Sequence[Task], scales: Sequence[float], bn: str,
+                 tasks: Sequence[FineTuned], scales: Sequence[float], bn: str,
                  bn_batches: int) -> tuple[float, list[dict[str, float]]]:
     """The λ of ``scales`` with the best mean validation top-1 over the tasks, and the table
     of every λ tried."""
@@ -157,7 +157,7 @@ def choose_scale(base: dict[str, Tensor], merged: dict[str, Tensor], names: Sequ
 
 
 def evolve_scales(merge: Callable[[list[float]], dict[str, Tensor]],
-                  names: Sequence[str], tasks: Sequence[Task], search, bn: str,
+                  names: Sequence[str], tasks: Sequence[FineTuned], search, bn: str,
                   bn_batches: int, seed: int) -> tuple[list[float], list[dict[str, Any]]]:
     """One λ per task found by nevergrad's NGOpt on the mean validation top-1, as the
     official PCB code searches (pcb-merging.py L48-76: init 1.0, bounds [0.8, 1.3], budget
@@ -183,7 +183,7 @@ def evolve_scales(merge: Callable[[list[float]], dict[str, Tensor]],
     return [float(s) for s in best.value], tried
 
 
-def evaluate_task(task: Task, n_bins: int) -> dict[str, Any]:
+def evaluate_task(task: FineTuned, n_bins: int) -> dict[str, Any]:
     metrics = task.run.parts.task.evaluate(task.model, task.run.loader("val"),
                                            task.run.loader("test"), task.run.parts.device,
                                            n_bins=n_bins)
@@ -196,7 +196,7 @@ def summary(metrics: dict) -> dict[str, Any]:
             "nll": metrics["test"]["nll"], "ts_ece": metrics["test_ts"]["ece"]}
 
 
-def as_trained(task: Task, n_bins: int) -> dict[str, Any]:
+def as_trained(task: FineTuned, n_bins: int) -> dict[str, Any]:
     """The fine-tuned model on its own task: the numbers its run reported when training
     ended (the same model and evaluation), or evaluated now if that run's record lacks them
     or used other bins."""
@@ -283,7 +283,7 @@ def merge_runs(cfg) -> dict[str, Any]:
     return record_for(cfg, base, tasks, section, time.perf_counter() - start)
 
 
-def record_for(cfg, base: LoadedRun, tasks: Sequence[Task], section: dict,
+def record_for(cfg, base: LoadedRun, tasks: Sequence[FineTuned], section: dict,
                seconds: float) -> dict[str, Any]:
     """A completed results.json for a merge. Its config names what the leaderboard groups
     by: the tasks' datasets, θ₀'s backbone, the fine-tuning method and the merger's options
