@@ -15,13 +15,11 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from mixbench import components  # noqa: F401  (registration)
-from mixbench.app.common import exit_on_user_error
+from mixbench.app.common import exit_on_user_error, run_in_folder
 from mixbench.config import CONFIG_DIR
-from mixbench.engine.rundir import RunFolder
-from mixbench.results.record import new_record
 from mixbench.tta.run import adapt_run
 
 log = logging.getLogger("mixbench")
@@ -29,10 +27,7 @@ log = logging.getLogger("mixbench")
 
 def adapt(cfg: DictConfig, run_dir: str | Path) -> dict:
     """One adaptation through the run folder's lifecycle; its completed record."""
-    config = OmegaConf.to_container(cfg, resolve=True)
-    folder = RunFolder(run_dir, config, recorded=lambda r: (r.get("config") or {}).get("adapt"))
-    started = new_record({"adapt": config}, protocol="adaptation", seed=int(cfg.seed))
-    return folder.run(lambda: adapt_run(cfg), started)
+    return run_in_folder(cfg, run_dir, adapt_run, key="adapt", protocol="adaptation")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="adapt")

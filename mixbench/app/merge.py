@@ -13,24 +13,19 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from mixbench import components  # noqa: F401  (registration)
-from mixbench.app.common import exit_on_user_error
+from mixbench.app.common import exit_on_user_error, run_in_folder
 from mixbench.config import CONFIG_DIR
-from mixbench.engine.rundir import RunFolder
 from mixbench.merging.runs import merge_runs
-from mixbench.results.record import new_record
 
 log = logging.getLogger("mixbench")
 
 
 def merge(cfg: DictConfig, run_dir: str | Path) -> dict:
     """One merge through the run folder's lifecycle; its completed record."""
-    config = OmegaConf.to_container(cfg, resolve=True)
-    folder = RunFolder(run_dir, config, recorded=lambda r: (r.get("config") or {}).get("merge"))
-    started = new_record({"merge": config}, protocol="merge", seed=int(cfg.seed))
-    return folder.run(lambda: merge_runs(cfg), started)
+    return run_in_folder(cfg, run_dir, merge_runs, key="merge", protocol="merge")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="merge")
