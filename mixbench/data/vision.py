@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from mixbench.data.bundle import Augment, DataBundle, Split, limit_train, stratified_holdout
+from mixbench.data.downloads import download_once
 from mixbench.data.label_noise import NoisyLabels, apply_label_noise
 from mixbench.registry import DATASETS
 from mixbench.errors import ConfigError, DatasetError, DatasetNotFoundError
@@ -54,29 +55,48 @@ def read_idx(path: Path) -> torch.Tensor:
     return torch.from_numpy(payload.reshape(dims).copy())
 
 
-def _find_idx(root: Path, stem: str) -> Path:
+def _find_idx(root: Path, stem: str) -> Path | None:
     for folder in (root, root / "FashionMNIST" / "raw"):
         for name in (stem, stem + ".gz"):
             if (folder / name).is_file():
                 return folder / name
-    raise DatasetNotFoundError(
-        f"Fashion-MNIST file '{stem}[.gz]' not found under {root} (or {root}/FashionMNIST/raw). "
-        f"Install Debian's dataset-fashion-mnist package (`make data`), or put the four idx "
-        f"files there and pass dataset.root=THAT_FOLDER.")
+    return None
+
+
+def _fashion_files(root: Path, download: bool) -> dict[str, Path]:
+    """The four idx files under ``root`` (or ``root``/FashionMNIST/raw, torchvision's layout);
+    fetched there by torchvision first when missing and ``download`` is set."""
+    stems = [stem for pair in _FASHION_FILES.values() for stem in pair]
+    if download and any(_find_idx(root, stem) is None for stem in stems):
+        from torchvision import datasets
+
+        download_once(lambda: datasets.FashionMNIST(str(root), train=True, download=True))
+    found = {stem: _find_idx(root, stem) for stem in stems}
+    missing = [stem for stem, path in found.items() if path is None]
+    if missing:
+        raise DatasetNotFoundError(
+            f"Fashion-MNIST file '{missing[0]}[.gz]' not found under {root} (or "
+            f"{root}/FashionMNIST/raw). Install Debian's dataset-fashion-mnist package "
+            f"(`make data`), put the four idx files there and pass dataset.root=THAT_FOLDER, "
+            f"or pass dataset.download=true (with a writable dataset.root).")
+    return found
 
 
 @DATASETS.register("fashion_mnist")
-def build_fashion_mnist(*, root: str | None = None, val_size: int = 5000, split_seed: int = 0,
+def build_fashion_mnist(*, root: str | None = None, download: bool = False,
+                        val_size: int = 5000, split_seed: int = 0,
                         crop_padding: int = 2, hflip: bool = True,
                         label_noise: dict | None = None,
                         max_train: int | None = None) -> DataBundle:
     """70k grey 28×28 images of clothing, 10 classes; ``val_size`` held out from train;
-    ``max_train``: a class-stratified subset of the rest (all of it when None)."""
+    ``max_train``: a class-stratified subset of the rest (all of it when None);
+    ``download``: fetch the files into ``root`` through torchvision when they are missing."""
     root_path = Path(root or FASHION_MNIST_DEFAULT_ROOT).expanduser()
+    files = _fashion_files(root_path, download)
     splits = {}
     for which, (images, labels) in _FASHION_FILES.items():
-        x = read_idx(_find_idx(root_path, images))[:, None]  # N×1×28×28
-        y = read_idx(_find_idx(root_path, labels)).long()
+        x = read_idx(files[images])[:, None]  # N×1×28×28
+        y = read_idx(files[labels]).long()
         splits[which] = Split(x, y)
     train, val, test, noise = _holdout_val(splits["train"], splits["test"], val_size,
                                            split_seed, 10, label_noise)
@@ -125,7 +145,7 @@ def _build_cifar(variant: str, root: str, download: bool, val_size: int, split_s
         from torchvision import datasets
 
         cls = datasets.CIFAR10 if variant == "cifar10" else datasets.CIFAR100
-        cls(str(root_path), train=True, download=True)
+        download_once(lambda: cls(str(root_path), train=True, download=True))
     train = _read_cifar_batches(folder, spec["train"], spec["label_key"])
     test = _read_cifar_batches(folder, spec["test"], spec["label_key"])
     train, val, test, noise = _holdout_val(train, test, val_size, split_seed, spec["classes"],

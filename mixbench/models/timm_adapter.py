@@ -1,13 +1,18 @@
 """Any timm model as a mixbench backbone (``backbone=timm backbone.model_name=...``).
 
-Weights are never downloaded: ``pretrained`` is always False; load your own weights with
-``backbone.checkpoint=PATH`` (read with ``weights_only=True``)."""
+``backbone.pretrained=true`` loads timm's pretrained weights: from the Hugging Face hub (one
+process per machine downloads under DDP), or from ``backbone.pretrained_file=PATH`` (timm's
+own loader: a classifier of another class count is dropped, the stem adapted to
+``in_channels``). ``backbone.checkpoint=PATH`` loads a mixbench or plain state dict instead."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import timm
 import torch
 from torch import nn
 
+from mixbench.data.downloads import download_once
 from mixbench.registry import BACKBONES
 from mixbench.errors import ConfigError
 
@@ -31,13 +36,27 @@ class TimmBackbone(nn.Module):
 
 @BACKBONES.register("timm")
 def timm_backbone(*, num_classes: int, in_channels: int = 3, model_name: str = "resnet18",
+                  pretrained: bool = False, pretrained_file: str | None = None,
                   checkpoint: str | None = None, model_kwargs: dict | None = None) -> TimmBackbone:
     if model_name not in timm.list_models():
         close = timm.list_models(f"*{model_name.split('_')[0]}*")[:10]
         raise ConfigError(f"backbone.model_name={model_name!r} is not a timm model. "
                          f"Similar names: {', '.join(close) or 'none'}")
-    model = timm.create_model(model_name, pretrained=False, num_classes=num_classes,
-                              in_chans=in_channels, **(model_kwargs or {}))
+    if pretrained_file and not pretrained:
+        raise ConfigError("backbone.pretrained_file is read only with backbone.pretrained=true")
+    if pretrained and checkpoint:
+        raise ConfigError("backbone.pretrained and backbone.checkpoint both give the weights: "
+                          "choose one")
+    overlay = None
+    if pretrained_file:
+        if not Path(pretrained_file).expanduser().is_file():
+            raise ConfigError(f"backbone.pretrained_file={pretrained_file} does not exist")
+        overlay = {"file": str(Path(pretrained_file).expanduser())}
+    elif pretrained:  # into the hub's cache once per machine; every rank then reads it there
+        download_once(lambda: timm.create_model(model_name, pretrained=True))
+    model = timm.create_model(model_name, pretrained=pretrained, num_classes=num_classes,
+                              in_chans=in_channels, pretrained_cfg_overlay=overlay,
+                              **(model_kwargs or {}))
     if checkpoint:
         from mixbench.engine.checkpoint import load_weights
 
