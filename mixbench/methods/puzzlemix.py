@@ -188,12 +188,12 @@ def transport_plan(mask: torch.Tensor, saliency: torch.Tensor, eps: float) -> to
     b, m = mask.shape[0], mask.shape[-1]
     used = (mask > 0).float().reshape(b, 1, m * m)
     cost = eps * grid_cost(m, mask.device)[None] - saliency.reshape(b, m * m, 1) * used
-    win = torch.zeros_like(cost)
+    plan, win, bids = torch.empty_like(cost), torch.zeros_like(cost), torch.empty_like(cost)
     for _ in range(m):
-        plan = torch.zeros_like(cost).scatter_(-1, cost.argmin(-1, keepdim=True), 1.0)
-        bids = plan * cost
-        win = torch.zeros_like(cost).scatter_(-2, bids.argmin(-2, keepdim=True), 1.0) * plan
-        cost = cost + (1 - win) * plan
+        plan.zero_().scatter_(-1, cost.argmin(-1, keepdim=True), 1.0)
+        torch.mul(plan, cost, out=bids)
+        win.zero_().scatter_(-2, bids.argmin(-2, keepdim=True), 1.0).mul_(plan)
+        cost.add_(plan - win)  # losers' bids + 1 (exact: plan - win is 0 or 1)
     return win
 
 
