@@ -9,7 +9,7 @@ from mixbench.components import LOSSES, METHODS, TASKS
 from mixbench.errors import ConfigError
 from mixbench.tasks import require_task, task_for
 
-CLASSIFICATION_ONLY = ["alignmix", "attentivemix", "puzzlemix", "snapmix", "transmix",
+CLASSIFICATION_ONLY = ["alignmix", "attentivemix", "puzzlemix", "comixup", "snapmix", "transmix",
                        "rankmixup", "mixkd", "automix", "samix", "adautomix", "adamixup",
                        "dualmix"]
 
