@@ -49,7 +49,7 @@ merge-demo: setup
 		'trainer.init_from=$(MERGE_DIR)/base/seed$${seed}' hydra.sweep.dir=$(MERGE_DIR) \
 		'hydra.sweep.subdir=$${method.name}/$${dataset.name}/seed$${seed}'
 	$(PY) tools/merge.py -m experiment=merge_fmnist_tasks root=$(MERGE_DIR) finetune=erm,mixup \
-		seed=0,1,2 merge=task_arithmetic,ties,dare,pcb,individual,base
+		seed=0,1,2 merge=task_arithmetic,ties,dare,pcb
 	$(PY) tools/leaderboard.py multirun/merge_fmnist_tasks
 
 # Dataset distillation on a CPU (docs/distillation.md): plain and smooth experts, then MTT,

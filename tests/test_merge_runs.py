@@ -54,16 +54,43 @@ def test_a_merge_reports_every_task_and_chooses_lambda_on_validation(runs):
     assert record["config"]["method"]["name"] == "erm+mixup"
 
 
-def test_the_individual_row_is_each_fine_tuned_run_on_its_own_task(runs):
-    """Taken from the runs' own records, which say what evaluating them now says."""
-    record = merge_runs(merge_cfg(runs, "individual"))
-    _, tasks, _ = load_tasks(runs / "base", [runs / "a", runs / "b"], torch.device("cpu"))
-    for row, task in zip(record["merge"]["tasks"], tasks):
-        now = evaluate_task(task, 15)
-        for key in ("top1", "ece", "nll", "ts_ece"):
-            assert row[key] == pytest.approx(now[key], abs=1e-6), key
-        assert row["normalized"] == 1.0
-    assert record["merge"]["scale"] is None
+def test_every_merge_records_the_reference_rows(runs):
+    """Each fine-tuned run on its own task (from the runs' own records, which say what
+    evaluating them now says) and θ₀'s body under each head, beside the merge's own."""
+    record = merge_runs(merge_cfg(runs, "ties"))
+    references = record["merge"]["references"]
+    _, tasks, names = load_tasks(runs / "base", [runs / "a", runs / "b"], torch.device("cpu"))
+    own = [evaluate_task(task, 15) for task in tasks]
+    for key in ("top1", "ece", "ts_ece"):
+        assert references["individual"][f"avg_{key}"] == pytest.approx(
+            np.mean([m[key] for m in own]), abs=1e-6), key
+    assert references["individual"]["avg_normalized"] == 1.0
+    assert references["base"]["avg_top1"] == pytest.approx(
+        record["merge"]["base_avg_top1"])
+    assert references["base"]["avg_top1"] == pytest.approx(
+        np.mean([row["base_top1"] for row in record["merge"]["tasks"]]))
+    assert references["individual"]["scale"] is None
+
+
+def test_the_leaderboard_shows_each_reference_row_once(runs, tmp_path):
+    from mixbench.results.io import write_json_atomic
+    from mixbench.results.table import load_runs
+
+    for merger in ("ties", "task_arithmetic"):
+        (tmp_path / merger).mkdir()
+        write_json_atomic(tmp_path / merger / "results.json", merge_runs(merge_cfg(runs, merger)))
+    loaded = load_runs(tmp_path)
+    table = loaded.completed
+    assert sorted(table["protocol.merger"]) == ["base", "individual", "task_arithmetic", "ties"]
+    assert loaded.duplicates.empty
+    individual = table[table["protocol.merger"] == "individual"].iloc[0]
+    assert individual["avg_normalized"] == 1.0 and individual["reference"] == "individual"
+
+
+@pytest.mark.parametrize("name", ["individual", "base"])
+def test_a_reference_row_is_not_a_merger(runs, name):
+    with pytest.raises(ConfigError, match="not a merger.*reference rows"):
+        merge_runs(merge_cfg(runs, name))
 
 
 def test_merging_identical_models_gives_that_model_back(runs, tmp_path):

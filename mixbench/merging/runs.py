@@ -33,8 +33,8 @@ from mixbench.results.record import evaluation_record
 log = logging.getLogger(__name__)
 
 # MERGERS: merge.name → the function (θ₀, fine-tuned, scale=..., keys=..., **options)
-# (mixbench/merging/mergers.py, pcb.py). "individual" and "base" are the reference rows: each
-# fine-tuned model, and θ₀'s body under each head.
+# (mixbench/merging/mergers.py, pcb.py). Every merge also records the reference rows: each
+# fine-tuned model on its own task, and θ₀'s body under each task's head.
 REFERENCES = ("individual", "base")
 BN_MODES = ("recompute", "merge")
 
@@ -230,9 +230,11 @@ def merger_options(cfg) -> dict[str, Any]:
 def merge_runs(cfg) -> dict[str, Any]:
     """The results.json record of one merge (``cfg``: mixbench/configs/merge.yaml composed)."""
     name, bn = cfg.merge.name, cfg.bn
-    if name not in MERGERS and name not in REFERENCES:
-        raise ConfigError(f"unknown merge={name}; choose one of "
-                          f"{', '.join((*MERGERS.names(), *REFERENCES))}")
+    if name in REFERENCES:
+        raise ConfigError(f"merge={name} is not a merger: every merge's results hold the "
+                          f"reference rows individual and base, and the leaderboard shows "
+                          f"them. Choose one of {', '.join(MERGERS.names())}")
+    MERGERS.get(name)  # an unknown name lists the mergers
     if bn not in BN_MODES:
         raise ConfigError(f"bn={bn!r}: choose recompute or merge")
     if cfg.search.name not in ("grid", "evolution"):
@@ -242,45 +244,53 @@ def merge_runs(cfg) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     base, tasks, names = load_tasks(cfg.base, list(cfg.models), device)
     base_state = {k: v.detach().clone() for k, v in base.parts.model.state_dict().items()}
-    scale, tried = None, []
     # every task's model as fine-tuned, then with θ₀'s body (the reference rows and columns)
     individual = [as_trained(task, cfg.eval.n_bins) for task in tasks]
     for task in tasks:
         set_body(task, base_state, names, bn, cfg.bn_batches)
     at_base = [evaluate_task(task, cfg.eval.n_bins) for task in tasks]
-    if name == "individual":
-        final = individual
-    elif name == "base":
-        final = at_base
-    else:
-        def merge(scale):
-            return MERGERS.get(name)(base_state, [t.trained for t in tasks], scale=scale,
+
+    def merge(scale):
+        return MERGERS.get(name)(base_state, [t.trained for t in tasks], scale=scale,
                                  keys=names, **options)
 
-        if cfg.search.name == "grid":
-            merged = merge(1.0)
-            scale, tried = choose_scale(base_state, merged, names, tasks,
-                                        list(cfg.search.scales), bn, cfg.bn_batches)
-            body = scaled(base_state, merged, names, scale)
-        else:
-            scale, tried = evolve_scales(merge, names, tasks, cfg.search, bn,
-                                         cfg.bn_batches, int(cfg.seed))
-            body = merge(scale)
-        final = []
-        for task in tasks:
-            set_body(task, body, names, bn, cfg.bn_batches)
-            final.append(evaluate_task(task, cfg.eval.n_bins))
+    if cfg.search.name == "grid":
+        merged = merge(1.0)
+        scale, tried = choose_scale(base_state, merged, names, tasks,
+                                    list(cfg.search.scales), bn, cfg.bn_batches)
+        body = scaled(base_state, merged, names, scale)
+    else:
+        scale, tried = evolve_scales(merge, names, tasks, cfg.search, bn,
+                                     cfg.bn_batches, int(cfg.seed))
+        body = merge(scale)
+    final = []
+    for task in tasks:
+        set_body(task, body, names, bn, cfg.bn_batches)
+        final.append(evaluate_task(task, cfg.eval.n_bins))
+    section = merge_section(tasks, final, individual, at_base)
+    section.update(scale=scale, search=tried, references={
+        "individual": without_tasks(merge_section(tasks, individual, individual, at_base)),
+        "base": without_tasks(merge_section(tasks, at_base, individual, at_base))})
+    return record_for(cfg, base, tasks, section, time.perf_counter() - start)
+
+
+def merge_section(tasks: Sequence[FineTuned], final: list[dict], individual: list[dict],
+                  at_base: list[dict]) -> dict[str, Any]:
+    """The merge section of ``final`` (one evaluation per task): each task's row, and the
+    means over the tasks, against each fine-tuned model and θ₀'s body."""
     rows = [{"dataset": task.name, "run_dir": str(task.run.run_dir), **metrics,
              "individual_top1": own["top1"], "base_top1": zero["top1"],
              "normalized": metrics["top1"] / own["top1"] if own["top1"] > 0 else None}
             for task, metrics, own, zero in zip(tasks, final, individual, at_base)]
     mean = lambda key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
-    section = {"avg_top1": mean("top1"), "avg_normalized": mean("normalized"),
-               "avg_ece": mean("ece"), "avg_ts_ece": mean("ts_ece"),
-               "individual_avg_top1": mean("individual_top1"),
-               "base_avg_top1": mean("base_top1"), "scale": scale, "search": tried,
-               "tasks": rows}
-    return record_for(cfg, base, tasks, section, time.perf_counter() - start)
+    return {"avg_top1": mean("top1"), "avg_normalized": mean("normalized"),
+            "avg_ece": mean("ece"), "avg_ts_ece": mean("ts_ece"),
+            "individual_avg_top1": mean("individual_top1"),
+            "base_avg_top1": mean("base_top1"), "scale": None, "search": [], "tasks": rows}
+
+
+def without_tasks(section: dict) -> dict:
+    return {k: v for k, v in section.items() if k not in ("tasks", "search")}
 
 
 def record_for(cfg, base: LoadedRun, tasks: Sequence[FineTuned], section: dict,

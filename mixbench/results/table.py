@@ -87,6 +87,23 @@ class RunTable:
         return self.completed[self.completed.duplicated("config_key", keep=False)]
 
 
+def reference_records(results: dict) -> list[dict]:
+    """The reference rows a merge records beside its own (``merge.references``: each
+    fine-tuned model on its own task, θ₀'s body under each head) as records of their own:
+    the merge's config with the reference as its merger, and none of the merger's options."""
+    references = (results.get("merge") or {}).get("references") or {}
+    out = []
+    for name, section in references.items():
+        config = dict(results["config"])
+        config["protocol"] = {"name": "merge", "merger": name, "bn": config["protocol"]["bn"]}
+        config["merge"] = {k: v for k, v in config["merge"].items()
+                           if k in ("base", "models", "bn", "bn_batches", "eval", "seed")}
+        out.append({**results, "config": config, "merge": section, "reference": name,
+                    "test": {"top1": section["avg_top1"], "ece": section["avg_ece"]},
+                    "test_ts": {"ece": section["avg_ts_ece"]}})
+    return out
+
+
 def _row(path: Path, results: dict) -> dict:
     cfg = results.get("config") or {}
     test, ts = results.get("test") or {}, results.get("test_ts") or {}
@@ -113,6 +130,7 @@ def _row(path: Path, results: dict) -> dict:
         "seed": results.get("seed"),
         "tag": cfg.get("tag"),  # the run's label in a study (reproductions select runs by it)
         "status": results.get("status", "unknown"),
+        "reference": results.get("reference"),  # a merge's reference row (merger individual/base)
         **sections,
         # continual protocols: accuracy on the seen classes after each step (the figure), and
         # each step's record (the per-step table)
@@ -160,7 +178,8 @@ def load_runs(root: str | Path) -> RunTable:
     rows, unreadable = [], []
     for path in sorted(Path(root).rglob(RESULTS_NAME)):
         try:
-            rows.append(_row(path, json.loads(path.read_text())))
+            results = json.loads(path.read_text())
+            rows += [_row(path, record) for record in (results, *reference_records(results))]
         except (OSError, ValueError, KeyError, AttributeError, TypeError) as err:
             unreadable.append((str(path), f"{type(err).__name__}: {err}"))
             log.warning("skipping unreadable %s (%s)", path, err)
@@ -168,6 +187,8 @@ def load_runs(root: str | Path) -> RunTable:
         empty = pd.DataFrame(columns=["run_dir", *SECTION, "status", "seed", *IDENTITY])
         return RunTable(empty, empty.copy(), unreadable)
     frame = pd.DataFrame(rows)
+    # a reference row comes with every merge of the same models: keep one per experiment
+    frame = frame[~(frame["reference"].notna() & frame.duplicated("config_key"))]
     done = frame["status"] == "completed"
     return RunTable(frame[done].reset_index(drop=True), frame[~done].reset_index(drop=True),
                     unreadable)
