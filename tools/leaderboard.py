@@ -2,7 +2,7 @@
 
     python tools/leaderboard.py runs/benchmark
     python tools/leaderboard.py runs --out site --filter dataset=cifar100 --group-by method,loss
-    python tools/leaderboard.py runs --top1 last10_median \\
+    python tools/leaderboard.py runs --top1 headline \\
         --compare-to benchmarks/reference/openmixup_cifar_resnet18.csv
     python tools/leaderboard.py runs --reproductions claims.yaml
 
@@ -23,6 +23,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mixbench.errors import ConfigError  # noqa: E402
+from mixbench.results.headline import TOP1_CHOICES, select_top1  # noqa: E402
 from mixbench.results.html import render_html  # noqa: E402
 from mixbench.results.columns import STEP_COLUMNS  # noqa: E402
 from mixbench.results.reproductions import (evaluate_claims, load_claims,  # noqa: E402
@@ -46,9 +47,11 @@ def parse_args(argv):
     parser.add_argument("--group-by", default=",".join(IDENTITY),
                         help=f"comma-separated columns to group seeds by (default: "
                              f"{','.join(IDENTITY)})")
-    parser.add_argument("--top1", choices=["final", "last10_median"], default="final",
-                        help="top-1 of the final model, or OpenMixup's median of the last 10 "
-                             "epochs' test top-1 (from the run history)")
+    parser.add_argument("--top1", choices=TOP1_CHOICES, default="final",
+                        help="top-1 of the final model, OpenMixup's median of the last 10 "
+                             "epochs' test top-1 (from the run history), or each run's "
+                             "headline (eval.top1, eval.top1_heads: what the published "
+                             "OpenMixup column holds for experiment=cifar100_r18_openmixup)")
     parser.add_argument("--compare-to", type=Path, default=None, metavar="FILE.csv",
                         help="published table to put beside ours (benchmarks/reference/*.csv)")
     parser.add_argument("--reproductions", type=Path, default=None, metavar="SPEC.yaml",
@@ -81,8 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [g for g in group_by if g not in runs]
         if unknown:
             raise KeyError(f"cannot group by {unknown}: choose from {', '.join(IDENTITY)}, seed")
-        if args.top1 == "last10_median" and "top1" in runs:
-            runs = runs.assign(top1=runs["last10_median_top1"])
+        runs = select_top1(runs, args.top1)
         sections, texts, console, rows = [], [], [], []
         for (protocol, task), section_runs in runs.groupby(SECTION, sort=True):
             columns = columns_for(task, section_runs)
