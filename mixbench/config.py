@@ -26,7 +26,10 @@ EXECUTION_KEYS = ("trainer.resume", "trainer.progress", "trainer.device", "train
 INTRODUCED = {"protocol.name": "standard", "trainer.init_from": None, "tag": None,
               "dataset.label_noise.train": True, "dataset.label_noise.test": False,
               "dataset.label_noise.test_seed": 1, "dataset.max_train": None,
-              "backbone.pretrained": False, "backbone.pretrained_file": None}
+              "backbone.pretrained": False, "backbone.pretrained_file": None,
+              "eval.temperature_split": "val", "eval.top1": "final", "eval.top1_heads": "model",
+              "dataset.crop_padding_mode": "zeros", "dataset.mean": None, "dataset.std": None,
+              "scheduler.min_lr": None, "scheduler.by_epoch": False}
 
 OmegaConf.register_new_resolver("mixbench_execution_keys", lambda: list(EXECUTION_KEYS),
                                 replace=True)

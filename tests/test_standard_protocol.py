@@ -16,8 +16,10 @@ BEFORE = json.loads((Path(__file__).parent / "fixtures/standard_protocol_before.
 # Keys added to the config since, at the values that reproduce the runs before them.
 ADDED_CONFIG = {"protocol": {"name": "standard"},
                 "trainer": {"init_from": None, "keep_every": 0}, "tag": None,
-                "dataset": {"label_noise": {"train": True, "test": False, "test_seed": 1}}}
-ADDED_RESULTS = {"protocol"}
+                "dataset": {"label_noise": {"train": True, "test": False, "test_seed": 1}},
+                "eval": {"temperature_split": "val", "top1": "final", "top1_heads": "model"},
+                "scheduler": {"min_lr": None, "by_epoch": False}}
+ADDED_RESULTS = {"protocol", "headline"}
 # Float sums may be taken in another order (e.g. F.cross_entropy's reduction): last-bit
 # differences, nothing a table shows.
 SAME = dict(rel=1e-6, abs=1e-9)

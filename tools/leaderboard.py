@@ -2,7 +2,7 @@
 
     python tools/leaderboard.py runs/benchmark
     python tools/leaderboard.py runs --out site --filter dataset=cifar100 --group-by method,loss
-    python tools/leaderboard.py runs --top1 last10_median \\
+    python tools/leaderboard.py runs --top1 headline \\
         --compare-to benchmarks/reference/openmixup_cifar_resnet18.csv
     python tools/leaderboard.py runs --reproductions claims.yaml
 """

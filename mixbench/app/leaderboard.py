@@ -2,7 +2,7 @@
 
     mixbench-leaderboard runs/benchmark
     mixbench-leaderboard runs --out site --filter dataset=cifar100 --group-by method,loss
-    mixbench-leaderboard runs --top1 last10_median \\
+    mixbench-leaderboard runs --top1 headline \\
         --compare-to benchmarks/reference/openmixup_cifar_resnet18.csv
     mixbench-leaderboard runs --reproductions claims.yaml
 
@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from mixbench.errors import ConfigError
+from mixbench.results.headline import TOP1_CHOICES, select_top1
 from mixbench.results.html import render_html
 from mixbench.results.columns import STEP_COLUMNS
 from mixbench.results.reproductions import (evaluate_claims, load_claims,
@@ -44,9 +45,11 @@ def parse_args(argv):
     parser.add_argument("--group-by", default=",".join(IDENTITY),
                         help=f"comma-separated columns to group seeds by (default: "
                              f"{','.join(IDENTITY)})")
-    parser.add_argument("--top1", choices=["final", "last10_median"], default="final",
-                        help="top-1 of the final model, or OpenMixup's median of the last 10 "
-                             "epochs' test top-1 (from the run history)")
+    parser.add_argument("--top1", choices=TOP1_CHOICES, default="final",
+                        help="top-1 of the final model, OpenMixup's median of the last 10 "
+                             "epochs' test top-1 (from the run history), or each run's "
+                             "headline (eval.top1, eval.top1_heads: what the published "
+                             "OpenMixup column holds for experiment=cifar100_r18_openmixup)")
     parser.add_argument("--compare-to", type=Path, default=None, metavar="FILE.csv",
                         help="published table to put beside ours (benchmarks/reference/*.csv)")
     parser.add_argument("--reproductions", type=Path, default=None, metavar="SPEC.yaml",
@@ -79,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [g for g in group_by if g not in runs]
         if unknown:
             raise KeyError(f"cannot group by {unknown}: choose from {', '.join(IDENTITY)}, seed")
-        if args.top1 == "last10_median" and "top1" in runs:
-            runs = runs.assign(top1=runs["last10_median_top1"])
+        runs = select_top1(runs, args.top1)
         sections, texts, console, rows = [], [], [], []
         for (protocol, task), section_runs in runs.groupby(SECTION, sort=True):
             columns = columns_for(task, section_runs)

@@ -32,12 +32,22 @@ class Split:
         return Split(self.x[index], self.y[index])
 
 
+# dataset.crop_padding_mode → torch.nn.functional.pad's mode
+PADDING_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate"}
+
+
 @dataclass
 class Augment:
     """Batched train-time augmentation for in-memory images (done on the batch's device)."""
 
-    crop_padding: int = 0  # random crop of the original size after zero-padding by this much
+    crop_padding: int = 0  # random crop of the original size after padding by this much
     hflip: bool = False
+    padding_mode: str = "zeros"  # zeros | reflect | replicate (see loaders.random_crop_flip)
+
+    def __post_init__(self):
+        if self.padding_mode not in PADDING_MODES:
+            raise ConfigError(f"dataset.crop_padding_mode must be one of "
+                              f"{', '.join(PADDING_MODES)}, got {self.padding_mode!r}")
 
 
 @dataclass

@@ -4,16 +4,21 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from mixbench.data.bundle import Augment, DataBundle, Split
+from mixbench.data.bundle import PADDING_MODES, Augment, DataBundle, Split
 from mixbench.engine.distributed import SINGLE, DistInfo, shard_range
 
 
-def random_crop_flip(x: torch.Tensor, padding: int, hflip: bool) -> torch.Tensor:
-    """Per-sample random crop (after zero padding) and horizontal flip, as whole-batch tensor
-    ops: no Python loop over the batch. Uses the global torch RNG of x's device."""
+def random_crop_flip(x: torch.Tensor, padding: int, hflip: bool,
+                     padding_mode: str = "zeros") -> torch.Tensor:
+    """Per-sample random crop (after padding) and horizontal flip, as whole-batch tensor
+    ops: no Python loop over the batch. Uses the global torch RNG of x's device.
+    ``padding_mode``: ``zeros``, ``reflect`` (mirror without repeating the edge pixel:
+    torchvision's ``RandomCrop(padding_mode="reflect")``, OpenMixup's CIFAR crop) or
+    ``replicate`` (repeat the edge pixel)."""
     b, _, h, w = x.shape
     if padding > 0:
-        padded = torch.nn.functional.pad(x, (padding, padding, padding, padding))
+        padded = torch.nn.functional.pad(x, (padding, padding, padding, padding),
+                                         mode=PADDING_MODES[padding_mode])
         offset = torch.randint(0, 2 * padding + 1, (2, b), device=x.device)
         rows = offset[0, :, None] + torch.arange(h, device=x.device)  # B×H
         cols = offset[1, :, None] + torch.arange(w, device=x.device)  # B×W
@@ -90,7 +95,8 @@ class InMemoryLoader:
     def _prepare(self, x: torch.Tensor, augment: bool = True) -> torch.Tensor:
         x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
         if augment and self.augment is not None and x.dim() == 4:
-            x = random_crop_flip(x, self.augment.crop_padding, self.augment.hflip)
+            x = random_crop_flip(x, self.augment.crop_padding, self.augment.hflip,
+                                 self.augment.padding_mode)
         return (x - self.mean) / self.std
 
 

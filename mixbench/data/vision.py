@@ -22,12 +22,16 @@ def _holdout_val(train: Split, test: Split, val_size: int, split_seed: int, num_
                  label_noise: dict | None) -> tuple[Split, Split, Split, NoisyLabels]:
     """(train, val, test, the labels' noise): val held out from train, stratified on the
     clean labels (the same images for every noise level); the training noise covers both
-    parts, the test noise the test split."""
-    if not 0 < val_size < len(train):
-        raise ConfigError(f"dataset.val_size must be in (0, {len(train)}), got {val_size}")
-    keep, held = stratified_holdout(train.y.numpy(), val_size, split_seed)
+    parts, the test noise the test split. ``val_size`` 0: every training image trains and
+    the validation split is empty (OpenMixup's protocol; no temperature can be fitted)."""
+    if not 0 <= val_size < len(train):
+        raise ConfigError(f"dataset.val_size must be in [0, {len(train)}), got {val_size} "
+                          f"(0 trains on every training image and leaves no validation split)")
     noise = apply_label_noise(train.y, test.y, num_classes, label_noise)
     pool = Split(train.x, noise.pool)
+    if val_size == 0:
+        return pool, pool.subset([]), Split(test.x, noise.test), noise
+    keep, held = stratified_holdout(train.y.numpy(), val_size, split_seed)
     return pool.subset(keep), pool.subset(held), Split(test.x, noise.test), noise
 
 
@@ -131,8 +135,21 @@ def _read_cifar_batches(folder: Path, files: list[str], label_key: str) -> Split
     return Split(torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)))
 
 
+def _stats(key: str, value, default: tuple[float, ...]) -> tuple[float, ...]:
+    """``dataset.mean`` / ``dataset.std``: null keeps the dataset's own statistics."""
+    if value is None:
+        return default
+    value = tuple(float(v) for v in value)
+    if len(value) != len(default) or (key == "std" and min(value) <= 0):
+        raise ConfigError(f"dataset.{key} must be {len(default)} numbers"
+                          + (" > 0" if key == "std" else "") + f" (one per channel), got "
+                          f"{list(value)}; null uses the dataset's own {list(default)}")
+    return value
+
+
 def _build_cifar(variant: str, root: str, download: bool, val_size: int, split_seed: int,
-                 crop_padding: int, hflip: bool, label_noise: dict | None) -> DataBundle:
+                 crop_padding: int, hflip: bool, label_noise: dict | None,
+                 crop_padding_mode: str = "zeros", mean=None, std=None) -> DataBundle:
     spec = _CIFAR[variant]
     root_path = Path(root).expanduser()
     folder = root_path / spec["folder"]
@@ -151,22 +168,27 @@ def _build_cifar(variant: str, root: str, download: bool, val_size: int, split_s
     train, val, test, noise = _holdout_val(train, test, val_size, split_seed, spec["classes"],
                                            label_noise)
     return DataBundle(train=train, val=val, test=test, num_classes=spec["classes"],
-                      in_channels=3, image_size=(32, 32), mean=spec["mean"], std=spec["std"],
-                      augment=Augment(crop_padding=crop_padding, hflip=hflip),
+                      in_channels=3, image_size=(32, 32),
+                      mean=_stats("mean", mean, spec["mean"]),
+                      std=_stats("std", std, spec["std"]),
+                      augment=Augment(crop_padding=crop_padding, hflip=hflip,
+                                      padding_mode=crop_padding_mode),
                       label_noise=noise.record, test_clean_labels=noise.test_clean)
 
 
 @DATASETS.register("cifar10")
 def build_cifar10(*, root: str = "data", download: bool = False, val_size: int = 5000,
                   split_seed: int = 0, crop_padding: int = 4, hflip: bool = True,
-                  label_noise: dict | None = None) -> DataBundle:
+                  label_noise: dict | None = None, crop_padding_mode: str = "zeros",
+                  mean=None, std=None) -> DataBundle:
     return _build_cifar("cifar10", root, download, val_size, split_seed, crop_padding, hflip,
-                        label_noise)
+                        label_noise, crop_padding_mode, mean, std)
 
 
 @DATASETS.register("cifar100")
 def build_cifar100(*, root: str = "data", download: bool = False, val_size: int = 5000,
                    split_seed: int = 0, crop_padding: int = 4, hflip: bool = True,
-                   label_noise: dict | None = None) -> DataBundle:
+                   label_noise: dict | None = None, crop_padding_mode: str = "zeros",
+                   mean=None, std=None) -> DataBundle:
     return _build_cifar("cifar100", root, download, val_size, split_seed, crop_padding, hflip,
-                        label_noise)
+                        label_noise, crop_padding_mode, mean, std)

@@ -167,6 +167,8 @@ def fit(ctx: RunContext, training: Training, task: Task, train_loader, test_load
         if (epoch + 1) % t.eval_every == 0 or epoch + 1 == epochs:
             record.update(task.history_metric(training.model, test_loader, ctx.device,
                                               ctx.autocast, ctx.info))
+            if ctx.cfg.get("eval", {}).get("top1_heads", "model") == "best":
+                record.update(heads_history(task, training.method, test_loader, ctx))
         state.history.append(record)
         state.epoch = epoch + 1
         ctx.save_checkpoint(checkpoint, checkpoint_state(training, state, ctx.config,
@@ -175,6 +177,16 @@ def fit(ctx: RunContext, training: Training, task: Task, train_loader, test_load
             keep_copy(checkpoint, state.epoch)
         ctx.logger.log_epoch(state.history)
     return state
+
+
+def heads_history(task: Task, method: Method, loader, ctx: RunContext) -> dict:
+    """The task's history metric for each of the method's other heads, as KEY_HEAD (e.g.
+    ``test_top1_ema``): what the headline's ``eval.top1_heads=best`` chooses from."""
+    out = {}
+    for name, head in method.eval_heads().items():
+        metrics = task.history_metric(head, loader, ctx.device, ctx.autocast, ctx.info)
+        out.update({f"{key}_{name}": value for key, value in metrics.items()})
+    return out
 
 
 def train_one_epoch(model, loader, method: Method, loss_fn, optimizer, scheduler, scaler, *,

@@ -18,6 +18,7 @@ from mixbench.engine.checkpoint import (CHECKPOINT_NAME, load_checkpoint, load_w
                                         restore_model)
 from mixbench.engine.context import resolve_device
 from mixbench.errors import CheckpointError, ConfigError
+from mixbench.results.headline import with_headline
 from mixbench.results.io import RESULTS_NAME, read_results, write_json_atomic
 from mixbench.results.record import completed_record, new_record
 
@@ -73,7 +74,9 @@ def evaluate_run(run_dir: str | Path, device: str = "auto") -> dict:
     metrics = parts.task.evaluate(parts.model, run.loader("val"), run.loader("test"),
                                   parts.device, n_bins=cfg.eval.n_bins,
                                   figure_path=run.run_dir / "reliability.png",
-                                  test_labels_clean=parts.data.test_clean_labels)
+                                  test_labels_clean=parts.data.test_clean_labels,
+                                  temperature_split=cfg.eval.get("temperature_split", "val"))
+    metrics = with_headline(metrics, state["history"], cfg.eval)
     results_path = run.run_dir / RESULTS_NAME
     try:
         record = read_results(results_path)

@@ -96,6 +96,11 @@ class Method:
         return StepOutput(loss_fn(logits, mixed.y), logits,
                           {"lam": mixed.lam, "label_lam": mixed.label_lam})
 
+    def eval_heads(self) -> dict[str, nn.Module]:
+        """Other networks of the method that classify the test images (e.g. a momentum copy),
+        by name; ``eval.top1_heads=best`` records their test top-1 each epoch too."""
+        return {}
+
     # Methods with learnable parts or running statistics save them in checkpoints.
     def state_dict(self) -> dict[str, Any]:
         return {}

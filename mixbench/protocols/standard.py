@@ -14,8 +14,10 @@ from mixbench.engine.context import RunContext
 from mixbench.engine.fit import Training, fit, resume
 from mixbench.engine.load import init_from_run
 from mixbench.engine.seeding import seed_everything
+from mixbench.eval.temperature import check_temperature_split
 from mixbench.protocols.base import Protocol
 from mixbench.registry import PROTOCOLS
+from mixbench.results.headline import check_headline, with_headline
 from mixbench.results.record import completed_record
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,9 @@ class Standard(Protocol):
         seed_everything(cfg.seed)  # the same on every rank: same init, same shuffling
         parts = build_components(cfg, ctx.device)
         data = parts.data
+        temperature_split = cfg.eval.get("temperature_split", "val")
+        check_temperature_split(temperature_split, len(data.val))  # before training, not after
+        check_headline(cfg.eval.get("top1", "final"), cfg.eval.get("top1_heads", "model"))
         train_loader = make_loader(data, "train", t.batch_size, train=True, device=ctx.device,
                                    num_workers=t.num_workers, shard=info, seed=cfg.seed)
         val_loader, test_loader = (
@@ -64,7 +69,9 @@ class Standard(Protocol):
         metrics = parts.task.evaluate(parts.model, val_loader, test_loader, ctx.device,
                                       n_bins=cfg.eval.n_bins, autocast=ctx.autocast,
                                       figure_path=figure if ctx.main else None, info=info,
-                                      test_labels_clean=data.test_clean_labels)
+                                      test_labels_clean=data.test_clean_labels,
+                                      temperature_split=temperature_split)
+        metrics = with_headline(metrics, state.history, cfg.eval)
         ctx.record = completed_record(ctx.record, metrics=metrics, history=state.history,
                                       train_s=state.train_s,
                                       eval_s=time.perf_counter() - start,

@@ -17,6 +17,7 @@ from mixbench.eval.geometry import GEOMETRY_JSON
 from mixbench.registry import TASKS
 from mixbench.results.columns import (CORRUPTION_COLUMNS, SEARCH_COLUMNS, SECTION_COLUMNS,
                                       STEP_COLUMNS, Column)
+from mixbench.results.headline import run_headline
 from mixbench.results.io import RESULTS_NAME
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,8 @@ def _row(path: Path, results: dict) -> dict:
         "samples_per_s": timings.get("samples_per_s"),
         # OpenMixup's reported metric: the median test top-1 of the last 10 epochs.
         "last10_median_top1": float(pd.Series(tops[-10:]).median()) if tops else None,
+        # the run's own headline (eval.top1, eval.top1_heads): --top1 headline
+        "headline_top1": run_headline(results),
         "reliability": results.get("reliability"),
         "config_key": json.dumps(experiment_config(cfg), sort_keys=True),
         **_geometry(path.parent),

@@ -53,11 +53,13 @@ class Task:
 
     def evaluate(self, model, val_loader, test_loader, device, *, n_bins: int,
                  autocast=contextlib.nullcontext, figure_path: Path | None = None,
-                 info: DistInfo = SINGLE, test_labels_clean: torch.Tensor | None = None) -> dict:
+                 info: DistInfo = SINGLE, test_labels_clean: torch.Tensor | None = None,
+                 temperature_split: str = "val") -> dict:
         """The metrics of results.json (every rank gets them; only the rank given a
         ``figure_path`` draws figures). ``test_labels_clean``: the test labels before
         ``dataset.label_noise.test`` changed them, in the test loader's order (the metrics
-        against them go in ``test_clean``)."""
+        against them go in ``test_clean``). ``temperature_split``: ``eval.temperature_split``
+        (tasks without temperature scaling ignore it)."""
         raise NotImplementedError
 
     @classmethod

@@ -6,6 +6,7 @@ import contextlib
 
 from mixbench.engine.distributed import SINGLE, DistInfo
 from mixbench.eval.evaluate import evaluate_model, predict
+from mixbench.eval.temperature import check_temperature_split
 from mixbench.registry import TASKS
 from mixbench.results.columns import TIMING_COLUMNS, Column
 from mixbench.tasks.base import Task
@@ -51,13 +52,18 @@ class Classification(Task):
 
     def evaluate(self, model, val_loader, test_loader, device, *, n_bins,
                  autocast=contextlib.nullcontext, figure_path=None, info=SINGLE,
-                 test_labels_clean=None):
+                 test_labels_clean=None, temperature_split="val"):
+        fit = check_temperature_split(temperature_split,
+                                      len(val_loader) if val_loader is not None else 0)
         return evaluate_model(model, val_loader, test_loader, device, n_bins=n_bins,
                               autocast=autocast, figure_path=figure_path, info=info,
-                              test_labels_clean=test_labels_clean)
+                              test_labels_clean=test_labels_clean, fit_temperature=fit)
 
     @classmethod
     def summary(cls, results):
         test = results["test"]
-        return (f"top1={test['top1']:.4f} ece={test['ece']:.4f} nll={test['nll']:.4f} | after "
-                f"TS (T={results['temperature']:.3f}) ece={results['test_ts']['ece']:.4f}")
+        line = f"top1={test['top1']:.4f} ece={test['ece']:.4f} nll={test['nll']:.4f} | "
+        if results.get("temperature") is None:
+            return line + "temperature not fitted (eval.temperature_split=none)"
+        return line + (f"after TS (T={results['temperature']:.3f}) "
+                       f"ece={results['test_ts']['ece']:.4f}")

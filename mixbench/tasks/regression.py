@@ -36,7 +36,7 @@ class Regression(Task):
 
     def evaluate(self, model, val_loader, test_loader, device, *, n_bins,
                  autocast=contextlib.nullcontext, figure_path=None, info=SINGLE,
-                 test_labels_clean=None):
+                 test_labels_clean=None, temperature_split="val"):
         if test_labels_clean is not None:
             raise ConfigError("label noise is for classification datasets")
         return evaluate_regression(model, val_loader, test_loader, device,

@@ -76,7 +76,7 @@ class Retrieval(Task):
 
     def evaluate(self, model, val_loader, test_loader, device, *, n_bins,
                  autocast=contextlib.nullcontext, figure_path=None, info=SINGLE,
-                 test_labels_clean=None):
+                 test_labels_clean=None, temperature_split="val"):
         """``val_loader``: the training images without augmentation (utilisation's reference);
         ``test_loader``: the unseen classes."""
         test, labels = self.embed(model, test_loader, device, autocast, info)

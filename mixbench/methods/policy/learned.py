@@ -132,6 +132,11 @@ class LearnedPolicy(Method):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         pass
 
+    def eval_heads(self) -> dict[str, nn.Module]:
+        """The momentum (EMA) copy, once built: OpenMixup evaluates it beside the classifier
+        and reports the better one."""
+        return {"ema": self.parts["ema"]} if "ema" in self.parts else {}
+
     # --- building -----------------------------------------------------------------------
     @property
     def built(self) -> bool:
