@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from conftest import FAST, ROOT, make_cfg
 from mixbench.components import SCHEDULERS
 from mixbench.data.loaders import random_crop_flip
-from mixbench.engine.run import train
+from mixbench.app.train import train
 from mixbench.errors import ConfigError
 from mixbench.registry import DATASETS
 from mixbench.results.headline import headline, select_top1
