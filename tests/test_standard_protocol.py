@@ -3,14 +3,16 @@
 ``fixtures/standard_protocol_before.json`` was written once by the trainer of commit bce3b5f
 (before tasks, protocols and ``fit``) for the runs below: every metric, the history and the
 keys of results.json. The same runs today must give the same numbers and the same keys, plus
-``protocol`` (and the config keys added since, at values that change nothing)."""
+``protocol`` (and the config keys added since, at values that change nothing). Both train
+pinned (tests/pinned_cpu.py): the same numbers on any x86 machine. To write the fixture
+again: ``python tests/pinned_cpu.py CHECKOUT_OF_bce3b5f tests/fixtures/standard_protocol_before.json``."""
 import json
 from pathlib import Path
 
 import pytest
 
-from conftest import make_cfg
-from mixbench.app.train import train
+from conftest import ROOT
+from pinned_cpu import train_pinned
 
 BEFORE = json.loads((Path(__file__).parent / "fixtures/standard_protocol_before.json").read_text())
 # Keys added to the config since, at the values that reproduce the runs before them.
@@ -42,8 +44,7 @@ def without(tree: dict, added: dict) -> dict:
 @pytest.mark.parametrize("name", sorted(BEFORE["runs"]))
 def test_same_numbers_and_keys_as_before_the_protocol_layer(name, tmp_path):
     before = BEFORE["runs"][name]
-    train(make_cfg(*BEFORE["_about"]["common"], *before["overrides"]), tmp_path)
-    now = json.loads((tmp_path / "results.json").read_text())
+    now = train_pinned(ROOT, [*BEFORE["_about"]["common"], *before["overrides"]], tmp_path)
 
     assert set(now) - {"git_sha", "timings"} - ADDED_RESULTS == \
         set(before) - {"overrides", "timings_keys"}
