@@ -167,3 +167,115 @@ def test_saliencymix_clipped_batch_box_sits_on_the_first_partners_peak(monkeypat
     assert (pasted[~self_paired] == (expected_keep == 0)).all()  # one box for every sample
     lam = 1 - (expected_keep == 0).float().mean()
     torch.testing.assert_close(result.lam, lam.expand(B))
+
+
+# --- automix / samix -------------------------------------------------------------------------
+def test_adjust_share_rescales_each_mask_to_a_mean_own_share_of_lambda():
+    from mixbench.methods.policy.automix import adjust_share
+
+    share = torch.tensor([[0.2, 0.4], [0.8, 0.6], [0.5, 0.5]]).view(3, 1, 1, 2)
+    out = adjust_share(share, 0.5)
+    # own 0.8, 0.6 (mean 0.7 > λ): own · 0.5/0.7; own 0.2, 0.4 (mean 0.3 < λ): the partner's
+    # 0.8, 0.6 · 0.5/0.7; mean exactly λ: untouched
+    expected = torch.tensor([[1 - 0.8 * 5 / 7, 1 - 0.6 * 5 / 7], [0.8 * 5 / 7, 0.6 * 5 / 7],
+                             [0.5, 0.5]]).view(3, 1, 1, 2)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close((1 - out).mean((1, 2, 3)), torch.full((3,), 0.5))
+
+
+@pytest.mark.parametrize("name", ["automix", "samix"])
+@pytest.mark.parametrize("target", ["mix_block", "classifier"])
+def test_mask_adjust_moves_the_classifiers_mask_to_the_chosen_lambda(name, target,
+                                                                     monkeypatch):
+    from mixbench.components import BACKBONES
+    from mixbench.losses import CrossEntropy
+    from mixbench.methods.policy import automix as module
+
+    shares = []
+    real_mix_pairs = module.mix_pairs
+    monkeypatch.setattr(module, "mix_pairs", lambda x, perm, share, of: shares.append(
+        share.detach()) or real_mix_pairs(x, perm, share, of=of))
+    method = METHODS.build({"name": name, "mask_adjust": 1.0, "mask_adjust_lam": target},
+                           num_classes=5)
+    monkeypatch.setattr(method._beta, "sample", lambda shape: torch.tensor([0.3, 0.6]))
+    model = BACKBONES.build({"name": "small_cnn", "width": 8}, num_classes=5, in_channels=1)
+    method.step(model, (torch.randn(B, 1, 16, 16), torch.arange(B) % 5), CrossEntropy())
+    classifier_share = shares[-1]  # the Mix Block's batch is mixed first
+    own = (1 - classifier_share).mean((1, 2, 3))
+    wanted = 0.3 if target == "mix_block" else 0.6  # (λ_g, λ_c) = (0.3, 0.6)
+    torch.testing.assert_close(own, torch.full((B,), wanted), atol=1e-5, rtol=0)
+
+
+def test_openmixup_defaults_compose_from_the_method_yamls():
+    from conftest import make_cfg
+
+    expected = {
+        "mixup": {"alpha": 1.0}, "cutmix": {"alpha": 0.2}, "fmix": {"alpha": 0.2},
+        "resizemix": {"alpha": 1.0, "scope": [0.1, 0.8]},
+        "manifoldmix": {"alpha": 2.0},
+        "smoothmix": {"alpha": 0.2, "sigma_law": "uniform", "label_weight": "pasted"},
+        "gridmix": {"alpha": 0.2, "mask": "holes", "n_holes": [2, 6],
+                    "hole_aspect_ratio": 1.0, "cut_area_ratio": [0.5, 1.0],
+                    "cut_aspect_ratio": [0.5, 2.0]},
+        "saliencymix": {"alpha": 0.2, "box": "clipped"},
+        "attentivemix": {"alpha": 2.0, "top_k": None, "grid": 7, "top_cells_of": "own"},
+        "automix": {"alpha": 2.0, "lam_concat": False, "mask_adjust": 0.0,
+                    "lam_margin": 0.08, "upsample": "nearest"},
+        "samix": {"alpha": 2.0, "eta": 1.0, "mask_adjust": 0.25, "lam_k": 0.25,
+                  "lam_margin": 0.08, "upsample": "bilinear"},
+    }
+    for name, values in expected.items():
+        cfg = make_cfg("experiment=cifar100_r18_openmixup", f"+method={name}")
+        got = {key: cfg.method[key] for key in values}
+        got = {k: (list(v) if hasattr(v, "__len__") and not isinstance(v, str) else v)
+               for k, v in got.items()}
+        assert got == values, name
+        assert cfg.trainer.batch_size == 100 and cfg.dataset.name == "cifar100"
+
+
+FORM_KEYS = {"smoothmix": ["sigma_law", "label_weight"],
+             "gridmix": ["mask", "n_holes", "hole_aspect_ratio", "cut_area_ratio",
+                         "cut_aspect_ratio"],
+             "saliencymix": ["box"], "attentivemix": ["top_cells_of", "top_k", "grid"],
+             "automix": ["lam_concat", "mask_adjust", "mask_adjust_lam"],
+             "samix": ["eta", "mask_adjust", "mask_adjust_lam"]}
+
+
+@pytest.mark.parametrize("name", sorted(FORM_KEYS))
+def test_class_defaults_of_the_forms_are_the_yamls(name):
+    # building without the YAML (METHODS.build) gives OpenMixup's form too
+    import inspect
+
+    from omegaconf import OmegaConf
+
+    from mixbench.config import CONFIG_DIR
+
+    yaml = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "method" / f"{name}.yaml"))
+    signature = inspect.signature(METHODS.get(name))
+    inherited = inspect.signature(METHODS.get("automix"))  # samix passes the rest on
+    for key in FORM_KEYS[name]:
+        parameter = signature.parameters.get(key) or inherited.parameters[key]
+        default = parameter.default
+        default = list(default) if isinstance(default, tuple) else default
+        assert default == yaml[key], (name, key)
+
+
+@pytest.mark.parametrize("lam_concat", [False, True])
+def test_automix_sees_lambda_only_with_lam_concat(lam_concat):
+    # OpenMixup's CIFAR Mix Block (lam_concat false) makes the same mask whatever λ; with
+    # lam_concat (the paper's block, our earlier default) λ is a feature channel
+    from mixbench.components import BACKBONES
+    from mixbench.losses import CrossEntropy
+
+    torch.manual_seed(3)
+    method = METHODS.build({"name": "automix", "lam_concat": lam_concat}, num_classes=5)
+    model = BACKBONES.build({"name": "small_cnn", "width": 8}, num_classes=5, in_channels=1)
+    x = torch.randn(B, 1, 16, 16)
+    method.step(model, (x, torch.arange(B) % 5), CrossEntropy())
+    block = method.parts["mix_block"]
+    perm = torch.randperm(B)
+    with torch.no_grad():
+        for conv in (block.query, block.value):  # larger weights: λ's effect shows
+            conv.weight.normal_(std=1.0)
+        same = torch.equal(method.masks(x, 0.2, perm), method.masks(x, 0.8, perm))
+    assert same != lam_concat
