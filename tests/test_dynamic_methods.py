@@ -20,6 +20,7 @@ from mixbench.errors import ConfigError
 from mixbench.losses import CrossEntropy
 from mixbench.methods.alignmix import align_and_mix, logsumexp, sinkhorn_plan
 from mixbench.methods.attentivemix import attentive_batch
+from mixbench.methods.base import MixResult
 from mixbench.methods.puzzlemix import puzzle_batch, to_blocks
 from mixbench.methods.snapmix import class_activation_maps, snapmix_batch
 from mixbench.methods.transmix import attention_label_weight, class_token_attention
@@ -399,7 +400,7 @@ def test_attentivemix_pastes_the_partners_top_cells():
     torch.manual_seed(11)
     x, y = constant_images(), torch.eye(B)
     attention = torch.rand(B, 4, 4)
-    result = attentive_batch(x, y, attention, k=3)
+    result = attentive_batch(x, y, attention, k=3, top_cells_of="partner")
     j = partners(result.y)
     pasted = ~(result.x == x).all(1)
     cells = pasted.view(B, 4, SIDE // 4, 4, SIDE // 4).any(4).any(2).flatten(1)
@@ -412,6 +413,40 @@ def test_attentivemix_pastes_the_partners_top_cells():
     assert torch.allclose(result.lam[mixed], own[mixed]) and torch.allclose(
         result.lam[mixed], torch.full((int(mixed.sum()),), 1 - 3 / 16))
     assert torch.allclose(result.y.diagonal()[mixed], result.lam[mixed])
+
+
+def test_attentivemix_own_keeps_the_images_top_cells():
+    # OpenMixup's form: each image keeps its own k most attended cells, the partner fills
+    # the rest; OpenMixup's 7×7 grid upsampled (nearest) to 32×32 has cells of 4 or 5 px
+    torch.manual_seed(13)
+    side = 32
+    x = torch.arange(B, dtype=torch.float32).view(B, 1, 1, 1).expand(B, 1, side, side)
+    y, attention = torch.eye(B), torch.rand(B, 7, 7)
+    result = attentive_batch(x, y, attention, k=10, top_cells_of="own")
+    j = partners(result.y)
+    cell = torch.arange(side) * 7 // side  # pixel i lies in cell ⌊7i/32⌋
+    for i in torch.nonzero(j != torch.arange(B)).flatten().tolist():
+        top = torch.zeros(49, dtype=torch.bool)
+        top[torch.topk(attention[i].flatten(), 10).indices] = True
+        keep = top.view(7, 7)[cell][:, cell]
+        assert torch.equal(result.x[i, 0] == i, keep)
+        assert result.lam[i] == pytest.approx(keep.float().mean().item())
+        assert result.y[i, i] == pytest.approx(result.lam[i].item())
+
+
+def test_attentivemix_draws_k_as_openmixup(feature_ckpt, monkeypatch):
+    # top_k: null with own cells: k = min(max(1, ⌊λ·cells⌋), cells), λ ~ Beta(α, α)
+    from mixbench.methods import attentivemix as module
+
+    seen = []
+    monkeypatch.setattr(module, "attentive_batch",
+                        lambda x, y, att, k, mode: seen.append((k, mode)) or
+                        MixResult(x, y, torch.ones(len(x))))
+    method = build("attentivemix", feature_ckpt, grid=7)
+    for lam, k in [(0.5, 24), (0.01, 1), (0.999, 48)]:
+        monkeypatch.setattr(method._beta, "one", lambda lam=lam: lam)
+        method.step(small_model(), image_batch(), CrossEntropy())
+        assert seen[-1] == (k, "own")
 
 
 def test_attentivemix_uses_the_frozen_checkpoint_network(feature_ckpt):
@@ -442,7 +477,7 @@ def test_attentivemix_checkpoint_errors(tmp_path, feature_ckpt):
     with pytest.raises(ConfigError, match="method.feature_ckpt"):
         build("attentivemix", feature_ckpt=plain)
     with pytest.raises(ConfigError, match="method.top_k"):  # 16 cells in a 4×4 map
-        build("attentivemix", feature_ckpt, top_k=16).step(small_model(), image_batch(),
+        build("attentivemix", feature_ckpt, top_k=16, grid=None).step(small_model(), image_batch(),
                                                            CrossEntropy())
 
 

@@ -1,13 +1,18 @@
-"""AttentiveMix (Walawalkar et al., ICASSP 2020): paste the partner's most attended grid cells.
+"""AttentiveMix (Walawalkar et al., ICASSP 2020): mix by the grid cells a frozen network
+attends to.
 
 A frozen network trained beforehand (``feature_ckpt``: a mixbench run folder or its last.pt)
 looks at the clean batch; the channel mean of its last feature map is the attention map,
-one value per grid cell (the feature map's own h×w, or resized to ``grid``×``grid``). The
-``top_k`` cells where the partner's attention is highest are pasted from the partner at the
-same positions (the paper: 6 of a ResNet-50's 7×7 cells). λ is the share of the image's own
-pixels that remain. With ``top_k: null``, k = round((1-λ)·cells) with λ ~ Beta(α, α) (the
-OpenMixup variant). The frozen network is rebuilt from the checkpoint (its config names the
-backbone), so the method keeps no state of its own in checkpoints."""
+one value per grid cell (the feature map's own h×w, or resized to ``grid``×``grid``).
+
+``top_cells_of: own`` (OpenMixup's attentivemix.py, the default): each image keeps its own
+k most attended cells and the partner fills the rest; with ``top_k: null``
+k = min(max(1, ⌊λ·cells⌋), cells), λ ~ Beta(α, α) (OpenMixup's "AttentiveMix+").
+``top_cells_of: partner`` (the paper): the partner's k most attended cells are pasted at the
+same positions (the paper: 6 of a ResNet-50's 7×7 cells); with ``top_k: null``
+k = round((1-λ)·cells). Either way λ is each image's share of its own pixels. The frozen
+network is rebuilt from the checkpoint (its config names the backbone), so the method keeps
+no state of its own in checkpoints."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,31 +48,41 @@ def read_feature_checkpoint(path: str | Path) -> tuple[Path, dict]:
     return path, state
 
 
-def attentive_batch(x: torch.Tensor, y: torch.Tensor, attention: torch.Tensor,
-                    k: int) -> MixResult:
-    """Paste into each image the ``k`` cells of ``attention`` (B×g_h×g_w) where its partner
-    is most attended; λ (a B-vector) is the share of own pixels left."""
+TOP_CELLS_OF = ("own", "partner")
+
+
+def attentive_batch(x: torch.Tensor, y: torch.Tensor, attention: torch.Tensor, k: int,
+                    top_cells_of: str = "partner") -> MixResult:
+    """Mix each image with a random partner by the ``k`` cells of ``attention`` (B×g_h×g_w)
+    where the partner (``partner``: pasted in) or the image itself (``own``: kept, the
+    partner fills the rest) is most attended; λ (a B-vector) is the share of own pixels."""
     b, _, h, w = x.shape
     perm = torch.randperm(b, device=x.device)
     cells = attention[0].numel()
-    take = torch.topk(attention[perm].flatten(1), k, dim=1).indices
+    ranked = attention[perm] if top_cells_of == "partner" else attention
+    take = torch.topk(ranked.flatten(1), k, dim=1).indices
     cell_mask = torch.zeros(b, cells, device=x.device).scatter_(1, take, 1.0)
-    mask = F.interpolate(cell_mask.view(b, 1, *attention.shape[1:]), size=(h, w),
-                         mode="nearest") > 0.5
-    lam = 1.0 - mask.float().mean(dim=(1, 2, 3))
-    return MixResult(torch.where(mask, x[perm], x), mix_targets(y, perm, lam), lam)
+    marked = F.interpolate(cell_mask.view(b, 1, *attention.shape[1:]), size=(h, w),
+                           mode="nearest") > 0.5
+    from_partner = marked if top_cells_of == "partner" else ~marked
+    lam = 1.0 - from_partner.float().mean(dim=(1, 2, 3))
+    return MixResult(torch.where(from_partner, x[perm], x), mix_targets(y, perm, lam), lam)
 
 
 @METHODS.register("attentivemix")
 class AttentiveMix(SampleMixer):
-    """Partner's top-k attended cells pasted in; see the module docstring."""
+    """Mixing by a frozen network's top-k attended cells; see the module docstring."""
 
     tasks = ("classification",)
 
     def __init__(self, *, num_classes: int, feature_ckpt: str | None = None,
-                 top_k: int | None = 6, grid: int | None = None, alpha: float = 2.0,
-                 prob: float = 1.0):
+                 top_k: int | None = None, grid: int | None = 7, top_cells_of: str = "own",
+                 alpha: float = 2.0, prob: float = 1.0):
         super().__init__(num_classes=num_classes, alpha=alpha, prob=prob)
+        if top_cells_of not in TOP_CELLS_OF:
+            raise ConfigError(f"method.top_cells_of must be one of {TOP_CELLS_OF}, "
+                              f"got {top_cells_of!r}")
+        self.top_cells_of = top_cells_of
         if not feature_ckpt:
             raise ConfigError("method=attentivemix ranks grid cells with a frozen, already "
                               "trained network: set method.feature_ckpt to a mixbench run "
@@ -119,19 +134,25 @@ class AttentiveMix(SampleMixer):
             return StepOutput(loss_fn(logits, y), logits, {"lam": 1.0})
         att = self.attention(x)
         cells = att[0].numel()
-        k = self.top_k if self.top_k is not None else round(
-            (1.0 - self._beta.one()) * cells)
-        if k >= cells:
-            raise ConfigError(f"method.top_k={k} must be below the number of attention cells "
-                              f"({cells}, from the {tuple(att.shape[1:])} map); lower top_k "
-                              f"or set method.grid")
-        if k == 0:
+        if self.top_k is not None and self.top_k >= cells:
+            raise ConfigError(f"method.top_k={self.top_k} must be below the number of "
+                              f"attention cells ({cells}, from the {tuple(att.shape[1:])} "
+                              f"map); lower top_k or set method.grid")
+        if self.top_k is not None:
+            k = self.top_k
+        elif self.top_cells_of == "own":  # OpenMixup: the kept cells, at least 1
+            k = min(max(1, int(self._beta.one() * cells)), cells)
+        else:
+            k = round((1.0 - self._beta.one()) * cells)
+        unmixed = k == cells if self.top_cells_of == "own" else k == 0
+        if unmixed:
             logits = model(x)
             return StepOutput(loss_fn(logits, y), logits, {"lam": 1.0})
-        mixed = attentive_batch(x, y, att, k)
+        mixed = attentive_batch(x, y, att, k, self.top_cells_of)
         logits = model(mixed.x)
         return StepOutput(loss_fn(logits, mixed.y), logits, {"lam": mixed.lam})
 
     def __repr__(self) -> str:
         return (f"AttentiveMix(num_classes={self.num_classes}, feature_ckpt={self.feature_ckpt!r}, "
-                f"top_k={self.top_k}, grid={self.grid}, alpha={self.alpha}, prob={self.prob})")
+                f"top_k={self.top_k}, grid={self.grid}, top_cells_of={self.top_cells_of!r}, "
+                f"alpha={self.alpha}, prob={self.prob})")

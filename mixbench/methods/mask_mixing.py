@@ -111,21 +111,109 @@ class FMix(MaskMixer):
         return mask.view(height, width), keep / (height * width)
 
 
+GRID_MASKS = ("holes", "cells")
+
+
+def float_range(key: str, value, low: float, high: float) -> tuple[float, float]:
+    """A number or [low, high] (OpenMixup's ``to_2tuple``) as a pair inside [low, high]."""
+    pair = tuple(value) if isinstance(value, (list, tuple)) else (value, value)
+    if len(pair) != 2 or not low <= float(pair[0]) <= float(pair[1]) <= high:
+        raise ConfigError(f"method.{key} must be a number or [low, high] with "
+                          f"{low} <= low <= high <= {high}, got {value!r}")
+    return float(pair[0]), float(pair[1])
+
+
+def slice_cover(size: int, start: torch.Tensor, stop: torch.Tensor) -> torch.Tensor:
+    """n×size indicators of the pixels that ``row[start:stop] = 1`` sets with Python's slice
+    rules, for n×J starts and stops (a negative bound counts from the end, then both are
+    clipped to [0, size]), united over J."""
+    start = torch.where(start < 0, start + size, start).clamp(0, size)
+    stop = torch.where(stop < 0, stop + size, stop).clamp(0, size)
+    pixel = torch.arange(size, device=start.device)
+    inside = (pixel >= start[..., None]) & (pixel < stop[..., None])  # n×J×size
+    return inside.any(1).float()
+
+
+def grid_holes(lam: torch.Tensor, height: int, width: int, n_holes: tuple[int, int],
+               hole_aspect: tuple[float, float], cut_area: tuple[float, float],
+               cut_aspect: tuple[float, float]) -> torch.Tensor:
+    """OpenMixup's GridMix mask (its gridmix.py ``rand_grid``), n×H×W partner weights for an
+    n-vector of λ: a region of area ``cut_area``·H·W and aspect ``cut_aspect`` at a uniform
+    place is cut into patches of width ⌈region width / n⌉ (n uniform in ``n_holes``) and
+    height patch width·``hole_aspect``; the top-left hole of each patch, of side
+    ⌊patch·√(1-λ)⌋ (at least 1 pixel, at most patch - 1), comes from the partner. Region
+    offsets are written as OpenMixup's slices ``mask[y1:y2, x1:x2] = 1`` read them (a
+    negative offset counts from the far end), so the mask is a row indicator times a column
+    indicator. (OpenMixup swaps H and W in places; on square images this is its mask.)"""
+    n, device = len(lam), lam.device
+    f64 = dict(dtype=torch.float64, device=device)
+
+    def uniform(bounds):
+        return torch.rand(n, **f64) * (bounds[1] - bounds[0]) + bounds[0]
+
+    holes = torch.randint(n_holes[0], n_holes[1] + 1, (n,), device=device)
+    aspect, area_ratio, cut_ratio = uniform(hole_aspect), uniform(cut_area), uniform(cut_aspect)
+    area = (height * width * area_ratio).trunc()
+    cut_w = (area / cut_ratio).sqrt().trunc()
+    cut_h = (cut_w * cut_ratio).trunc()
+    left = ((width - cut_w) * torch.rand(n, **f64)).trunc().long()
+    top = ((height - cut_h) * torch.rand(n, **f64)).trunc().long()
+    cut_w, cut_h = cut_w.long(), cut_h.long()
+    # OpenMixup asserts n <= region width // 2; never binding at 32×32 (the region is at
+    # least 16 wide), here n is lowered instead so that small images work
+    holes = torch.minimum(holes, (cut_w // 2).clamp_min(1))
+    patch_w = (cut_w + holes - 1) // holes  # ⌈w / n⌉
+    patch_h = (patch_w * aspect).trunc().long().clamp_min(1)
+    ratio = (1.0 - lam.double()).clamp_min(0).sqrt()
+    hole_w = torch.minimum((patch_w * ratio).trunc().long().clamp_min(1), patch_w - 1)
+    hole_h = torch.minimum((patch_h * ratio).trunc().long().clamp_min(1), patch_h - 1)
+    count_y = (cut_h + patch_h - 1) // patch_h  # OpenMixup's ny = ⌈h / patch height⌉
+
+    def line(size, offset, extent, patch, hole, count, most):
+        # ``most`` bounds the count from the options, so nothing is read back from the device
+        j = torch.arange(most + 1, device=device)
+        first = torch.minimum(j * patch[:, None], extent[:, None])
+        last = torch.minimum(j * patch[:, None] + hole[:, None], extent[:, None])
+        last = torch.where(j <= count[:, None], last, first)  # holes past the count: none
+        return slice_cover(size, offset[:, None] + first, offset[:, None] + last)
+
+    tallest = math.isqrt(int(height * width * cut_area[1] * cut_aspect[1])) + 1  # ≥ cut_h
+    rows = line(height, top, cut_h, patch_h, hole_h, count_y, tallest)
+    cols = line(width, left, cut_w, patch_w, hole_w, holes, n_holes[1])
+    return rows[:, :, None] * cols[:, None, :]
+
+
 @METHODS.register("gridmix")
 class GridMix(MaskMixer):
-    """GridMix (Baek et al., 2021): cut the image into an n×n grid (n uniform in
-    ``n_holes``, both ends included) and take each cell from the partner with probability
-    1-λ; λ = mask mean (the cells kept may differ from λ by chance)."""
+    """GridMix (Baek et al., 2021). ``mask: holes`` (OpenMixup's gridmix.py, the default):
+    a grid of square holes inside a random region, each hole's side √(1-λ) of its patch's,
+    from the partner (see ``grid_holes``); λ = mask mean. ``mask: cells``: an n×n grid
+    (n uniform in ``n_holes``, both ends included) whose cells are each taken from the
+    partner with probability 1-λ; λ = mask mean (the cells kept may differ from λ by chance)."""
 
-    def __init__(self, *, num_classes: int, n_holes: tuple[int, int] = (2, 6), **common):
+    def __init__(self, *, num_classes: int, mask: str = "holes",
+                 n_holes: tuple[int, int] = (2, 6), hole_aspect_ratio=1.0,
+                 cut_area_ratio=(0.5, 1.0), cut_aspect_ratio=(0.5, 2.0), **common):
         super().__init__(num_classes=num_classes, **common)
+        if mask not in GRID_MASKS:
+            raise ConfigError(f"method.mask must be one of {GRID_MASKS}, got {mask!r}")
         n_holes = tuple(n_holes)
         if len(n_holes) != 2 or not 1 <= n_holes[0] <= n_holes[1]:
             raise ConfigError(f"method.n_holes must be [low, high] with 1 <= low <= high, "
                               f"got {list(n_holes)}")
+        self.mask = mask
         self.n_holes = (int(n_holes[0]), int(n_holes[1]))
+        self.hole_aspect_ratio = float_range("hole_aspect_ratio", hole_aspect_ratio, 1e-3, 1e3)
+        self.cut_area_ratio = float_range("cut_area_ratio", cut_area_ratio, 1e-3, 1.0)
+        self.cut_aspect_ratio = float_range("cut_aspect_ratio", cut_aspect_ratio, 1e-3, 1e3)
+
+    def holes(self, lam, height, width):
+        return grid_holes(lam, height, width, self.n_holes, self.hole_aspect_ratio,
+                          self.cut_area_ratio, self.cut_aspect_ratio)
 
     def make_mask(self, lam, height, width):
+        if self.mask == "holes":  # a sample that is not mixed (λ = 1) keeps every pixel
+            return self.holes(lam, height, width).mul_((lam < 1.0)[:, None, None]).neg_().add_(1.0)
         low, high = self.n_holes
         n, device = len(lam), lam.device
         grid = torch.randint(0, high - low + 1, (n,), device=device)  # cells per side - low
@@ -138,6 +226,8 @@ class GridMix(MaskMixer):
         return rows.gather(2, cell_col[:, None, :].expand(n, height, width))
 
     def batch_mask(self, lam, height, width):
+        if self.mask == "holes":
+            return super().batch_mask(lam, height, width)
         low, high = self.n_holes
         choice = int(torch.randint(0, high - low + 1, ()))  # cells per side - low
         cells = (torch.rand(low + choice, low + choice) < lam).float()
@@ -146,6 +236,9 @@ class GridMix(MaskMixer):
         cell_col = cell_indices(width, low, high, cpu)[choice]
         mask = cells.index_select(0, cell_row).index_select(1, cell_col)
         return mask, mask.mean().item()
+
+    def __repr__(self) -> str:
+        return f"{super().__repr__()[:-1]}, mask={self.mask!r}, n_holes={list(self.n_holes)})"
 
 
 @functools.lru_cache(maxsize=64)
@@ -156,26 +249,61 @@ def cell_indices(size: int, low: int, high: int, device) -> torch.Tensor:
     return torch.arange(size, device=device) * grids // size
 
 
+SIGMA_LAWS = ("uniform", "area")
+LABEL_WEIGHTS = ("pasted", "kept")
+
+
 @METHODS.register("smoothmix")
 class SmoothMix(MaskMixer):
     """SmoothMix (Lee et al., 2020): the partner's weight is a Gaussian blob
-    exp(-d²/2σ²) around a uniform random centre, so the pasted region has soft edges;
-    λ = mask mean. σ is set by λ ~ Beta(α, α): the unclipped blob holds (1-λ)·H·W pixels
-    of weight (2πσ² = (1-λ)HW), as a CutMix box of area 1-λ would."""
+    exp(-d²/2σ²) around a random centre, so the pasted region has soft edges; λ = mask mean.
+
+    ``sigma_law``: ``uniform`` (OpenMixup's smoothmix.py, the default): σ = (0.25 + u/4)·H,
+    u ~ U[0, 1), and the centre at a uniform pixel corner (row r ∈ {0..H-1}, column
+    c ∈ {0..W-1}; pixel i's centre is at i + 0.5); λ ~ Beta(α, α) is drawn but does not
+    shape the blob. ``area``: σ follows λ, the unclipped blob holds (1-λ)·H·W pixels of weight
+    (2πσ² = (1-λ)·H·W, as a CutMix box of area 1-λ would), around a uniform real centre.
+
+    ``label_weight``: ``pasted`` (OpenMixup's code, the default): the own label is weighted
+    by the partner's pixel share, 1 - λ (OpenMixup returns the blob's mass as the λ of its
+    loss ``λ·CE(y) + (1-λ)·CE(y[perm])``); ``kept``: by the own share λ, as every other mixer.
+    ``label_lam=independent`` draws the label weights instead, whatever ``label_weight``
+    says. ``info["lam"]`` is the own pixel share either way."""
+
+    def __init__(self, *, num_classes: int, sigma_law: str = "uniform",
+                 label_weight: str = "pasted", **common):
+        super().__init__(num_classes=num_classes, **common)
+        if sigma_law not in SIGMA_LAWS:
+            raise ConfigError(f"method.sigma_law must be one of {SIGMA_LAWS}, got {sigma_law!r}")
+        if label_weight not in LABEL_WEIGHTS:
+            raise ConfigError(f"method.label_weight must be one of {LABEL_WEIGHTS}, "
+                              f"got {label_weight!r}")
+        self.sigma_law, self.label_weight = sigma_law, label_weight
+
+    def blob(self, n: int, height: int, width: int, lam: torch.Tensor | None, device):
+        """-1/(2σ²) (an n-vector) and the centres (n×1 rows, n×1 columns) of ``n`` blobs."""
+        if self.sigma_law == "uniform":
+            sigma = torch.rand(n, device=device).div_(4).add_(0.25).mul_(height)
+            scale = sigma.square_().mul_(-2.0).reciprocal_()
+            centre_y = torch.randint(0, height, (n, 1), device=device)
+            centre_x = torch.randint(0, width, (n, 1), device=device)
+            return scale, centre_y, centre_x
+        # 2πσ² = (1-λ)HW. λ = 1 (not mixed) would have σ = 0: its scale is 0 instead and its
+        # profile is zeroed by the caller, since exponents of -10¹² send torch's CPU exp down
+        # its slow path for underflowing results.
+        scale = (-math.pi / ((1.0 - lam) * (height * width)).clamp_min(1e-12)).mul_(lam < 1.0)
+        centre = torch.rand(n, 2, device=device)
+        return scale, centre[:, :1] * height, centre[:, 1:] * width
 
     def partner_profiles(self, lam, height, width):
         """n×H and n×W: the blob is separable, exp(-dy²/2σ²)·exp(-dx²/2σ²), so exp runs on
-        n·(H+W) values and the partner's weight is their outer product."""
+        n·(H+W) values and the partner's weight is their outer product. A sample that is
+        not mixed (λ = 1) gets a zero profile."""
         n, device = len(lam), lam.device
-        # -1/(2σ²) per sample. λ = 1 (not mixed at all: the partner's weight is 0) would have
-        # σ = 0: its scale is 0 instead and its profile is zeroed below, since exponents of
-        # -10¹² send torch's CPU exp down its slow path for underflowing results.
-        mixed = lam < 1.0
-        scale = (-math.pi / ((1.0 - lam) * (height * width)).clamp_min(1e-12)).mul_(mixed)
-        centre = torch.rand(n, 2, device=device)
-        along_y = (pixel_centres(height, device) - centre[:, :1] * height).square_()
-        along_x = (pixel_centres(width, device) - centre[:, 1:] * width).square_()
-        along_y = along_y.mul_(scale[:, None]).exp_().mul_(mixed[:, None])
+        scale, centre_y, centre_x = self.blob(n, height, width, lam, device)
+        along_y = (pixel_centres(height, device) - centre_y).square_()
+        along_x = (pixel_centres(width, device) - centre_x).square_()
+        along_y = along_y.mul_(scale[:, None]).exp_().mul_((lam < 1.0)[:, None])
         return along_y, along_x.mul_(scale[:, None]).exp_()
 
     def make_mask(self, lam, height, width):
@@ -193,14 +321,22 @@ class SmoothMix(MaskMixer):
         return mix_pairs(x, perm, weight.to(x.dtype), of="partner"), lam_used
 
     def batch_mask(self, lam, height, width):
-        # One blob: the same with Python floats for σ and the centre, and the mask mean from
-        # the two profiles' means (a third of make_mask's time for n = 1).
-        scale = -math.pi / max((1.0 - lam) * (height * width), 1e-12)
-        cy, cx = torch.rand(2).tolist()
-        along_y = pixel_centres(height, "cpu").sub(cy * height).square_().mul_(scale).exp_()
-        along_x = pixel_centres(width, "cpu").sub(cx * width).square_().mul_(scale).exp_()
-        mask = torch.outer(along_y, along_x).neg_().add_(1.0)
+        # One blob on the host; the mask mean from the two profiles' means.
+        along_y, along_x = self.partner_profiles(torch.tensor([lam]), height, width)
+        mask = torch.outer(along_y[0], along_x[0]).neg_().add_(1.0)
         return mask, 1.0 - along_y.mean().item() * along_x.mean().item()
+
+    def target_lam(self, lam, lam_used):
+        if self.label_weight == "kept" or self.label_lam != "same":
+            return super().target_lam(lam, lam_used)
+        # the pasted share, 1 - λ; a sample that is not mixed (λ = 1) keeps its own label
+        if isinstance(lam_used, float):
+            return 1.0 - lam_used if lam_used < 1.0 else 1.0
+        return torch.where(lam_used < 1.0, 1.0 - lam_used, 1.0)
+
+    def __repr__(self) -> str:
+        return (f"{super().__repr__()[:-1]}, sigma_law={self.sigma_law!r}, "
+                f"label_weight={self.label_weight!r})")
 
 
 @functools.lru_cache(maxsize=16)
@@ -342,14 +478,39 @@ def saliency_peaks(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (flat // sw) * h // sh, (flat % sw) * w // sw
 
 
+SALIENCY_BOXES = ("clipped", "inside")
+
+
 @METHODS.register("saliencymix")
 class SaliencyMix(SampleMixer):
-    """SaliencyMix (Uddin et al., 2021): a CutMix box of area 1-λ centred on the peak of the
-    partner's spectral-residual saliency, pasted from the partner. The box is moved inside
-    the image rather than clipped, so λ = 1 - box area exactly (the authors clip)."""
+    """SaliencyMix (Uddin et al., 2021): a CutMix box of area 1-λ centred on the peak of a
+    partner's spectral-residual saliency, pasted from the partner.
+
+    ``box: clipped`` (OpenMixup's saliencymix.py, the default): with ``lam_mode=batch`` one
+    box for the whole batch, centred on the saliency peak of the first sample's partner and
+    clipped to the image, λ = 1 - clipped area (per sample: each box on its own partner's
+    peak, clipped). ``box: inside``: every sample's box is centred on its own partner's peak
+    and moved inside the image rather than clipped, so λ = 1 - box area exactly."""
+
+    def __init__(self, *, num_classes: int, box: str = "clipped", **common):
+        super().__init__(num_classes=num_classes, **common)
+        if box not in SALIENCY_BOXES:
+            raise ConfigError(f"method.box must be one of {SALIENCY_BOXES}, got {box!r}")
+        self.box = box
 
     def mix_inputs(self, x, perm, lam):
         h, w = x.shape[-2:]
+        if self.box == "clipped":
+            if isinstance(lam, float):  # one box from the first pair's partner, as OpenMixup
+                rows, cols = saliency_peaks(x.index_select(0, perm[:1]))
+                box = box_bounds(lam, h, w, centre=(rows, cols))
+                # the clipped area is known on the device only: the one λ as a B-vector
+                lam_used = box_area_lam(*box, h, w).expand(len(x))
+                return mix_pairs(x, perm, box_keep_weight(*box, h, w, x.dtype)), lam_used
+            rows, cols = saliency_peaks(x.index_select(0, perm))
+            box = box_bounds(lam, h, w, centre=(rows, cols))
+            return mix_pairs(x, perm, box_keep_weight(*box, h, w, x.dtype)[:, None]), \
+                box_area_lam(*box, h, w)
         rows, cols = saliency_peaks(x)
         centre = rows[perm], cols[perm]  # the partner's peak
         box = box_bounds(lam, h, w, centre=centre, keep_inside=True)
@@ -360,3 +521,6 @@ class SaliencyMix(SampleMixer):
         else:
             lam_used = box_area_lam(*box, h, w)
         return mix_pairs(x, perm, keep[:, None]), lam_used
+
+    def __repr__(self) -> str:
+        return f"{super().__repr__()[:-1]}, box={self.box!r})"

@@ -167,8 +167,12 @@ class SampleMixer(Method):
             return MixResult(x, y, 1.0)
         perm = torch.randperm(x.shape[0], device=x.device)
         mixed, lam_used = self.mix_inputs(x, perm, lam)
-        target_lam = lam_used if self.label_lam == "same" else self.independent_lam(lam)
+        target_lam = self.target_lam(lam, lam_used)
         return MixResult(mixed, mix_targets(y, perm, target_lam), lam_used, target_lam)
+
+    def target_lam(self, lam: Lam, lam_used: Lam) -> Lam:
+        """The own label's weight: the λ used (``label_lam=same``) or a fresh draw."""
+        return lam_used if self.label_lam == "same" else self.independent_lam(lam)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(num_classes={self.num_classes}, alpha={self.alpha}, "

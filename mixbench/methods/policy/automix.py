@@ -12,7 +12,11 @@ Per step, with λ_c, λ_g ~ Beta(α, α) and two random pairings ``perm_c``, ``p
    the frozen EMA copy);
 4. the classifier is trained on ``loss(f(x̃_c), ỹ_c) + clean_weight·loss(f(x), y)``, with the
    mask of x̃_c computed before step 3 and detached; when λ_c or 1-λ_c ≤ ``lam_margin`` the
-   mask is the constant 1-λ_c (plain mixup), as in the authors' code.
+   mask is the constant 1-λ_c (plain mixup), as in the authors' code. Before that, with
+   probability ``mask_adjust`` (one draw per step) the mask is rescaled so that each
+   sample's mean share is that of a λ (OpenMixup's ``mask_adjust``, see ``adjust_share``):
+   ``mask_adjust_lam: mix_block`` takes step 3's λ_g, as OpenMixup's code does (its
+   docstring means the classifier's), ``classifier`` takes λ_c.
 
 Targets are mixed with λ (not the mask mean; the mask loss keeps the two close). The Mix
 Block and the EMA copy live on the method (see ``LearnedPolicy``): evaluation uses the
@@ -33,6 +37,22 @@ from mixbench.methods.sample_mixing import mix_pairs, mix_targets
 from mixbench.registry import METHODS
 
 
+MASK_ADJUST_LAMS = ("mix_block", "classifier")
+
+
+def adjust_share(share: torch.Tensor, lam: float, eps: float = 1e-8) -> torch.Tensor:
+    """OpenMixup's ``mask_adjust`` on partner shares B×1×H×W: with the own share
+    o = clamp(1 - share, eps, 1 - eps) and its per-sample mean μ, a sample with μ > λ keeps
+    o·λ/μ of its own pixels, one with μ < λ takes (1 - o)·(1-λ)/(1-μ) from the partner, so
+    that the mean own share is λ; others are left as they are."""
+    own = (1 - share).clamp(eps, 1 - eps)
+    mean = own.mean(dim=(1, 2, 3), keepdim=True)
+    less_own = 1 - own * (lam / mean)
+    less_partner = (1 - own) * ((1 - lam) / (1 - mean))
+    return torch.where(mean > lam + eps, less_own,
+                       torch.where(mean < lam - eps, less_partner, share))
+
+
 @METHODS.register("automix")
 class AutoMix(LearnedPolicy):
     name = "automix"
@@ -42,11 +62,18 @@ class AutoMix(LearnedPolicy):
                  momentum: float = 0.999, end_momentum: float = 0.999999,
                  mask_loss_weight: float = 0.1, mask_margin: float = 0.1,
                  lam_margin: float = 0.08, clean_weight: float = 1.0,
-                 mix_block_weight: float = 1.0, lam_concat: bool = True, reduction: int = 2,
-                 upsample: str = "nearest", mix_block_lr: float = 0.1,
+                 mix_block_weight: float = 1.0, lam_concat: bool = False,
+                 mask_adjust: float = 0.0, mask_adjust_lam: str = "mix_block",
+                 reduction: int = 2, upsample: str = "nearest", mix_block_lr: float = 0.1,
                  mix_block_min_lr: float = 0.05, mix_block_momentum: float = 0.9,
                  mix_block_weight_decay: float = 1e-4):
         super().__init__(num_classes=num_classes)
+        if not 0 <= mask_adjust <= 1:
+            raise ConfigError(f"method.mask_adjust is a probability in [0, 1], got {mask_adjust}")
+        if mask_adjust_lam not in MASK_ADJUST_LAMS:
+            raise ConfigError(f"method.mask_adjust_lam must be one of {MASK_ADJUST_LAMS}, "
+                              f"got {mask_adjust_lam!r}")
+        self.mask_adjust, self.mask_adjust_lam = float(mask_adjust), mask_adjust_lam
         check_mask_generator(alpha, lam_margin, upsample, reduction)
         check_policy_schedule(momentum, end_momentum, mix_block_lr, mix_block_min_lr,
                               mix_block_weight_decay, prefix="mix_block")
@@ -105,6 +132,9 @@ class AutoMix(LearnedPolicy):
         features = self.ema_features(x)  # read once for both masks
         with torch.no_grad():
             share = self.masks(x, lam, perm, features)
+            if self.mask_adjust > 0 and torch.rand(()).item() < self.mask_adjust:
+                share = adjust_share(share, lam_block if self.mask_adjust_lam == "mix_block"
+                                     else lam)
         if min(lam, 1 - lam) <= self.lam_margin:
             share = torch.full_like(share, 1 - lam)
 
@@ -148,4 +178,4 @@ class AutoMix(LearnedPolicy):
         return (f"AutoMix(alpha={self.alpha}, feature_layer={self.feature_layer}, "
                 f"momentum={self.momentum}->{self.end_momentum}, "
                 f"mask_loss_weight={self.mask_loss_weight}, clean_weight={self.clean_weight}, "
-                f"lam_concat={self.lam_concat})")
+                f"lam_concat={self.lam_concat}, mask_adjust={self.mask_adjust})")

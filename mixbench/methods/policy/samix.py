@@ -7,9 +7,13 @@ the Mix Block's side (the classifier's step is AutoMix's):
 2. its classification loss is the η-balanced mixup loss (``eta_balanced_cross_entropy``):
    mixup CE split into a local term (how the two mixed classes share their probability) and
    a global term (how much the pair gets against every other class), the global one
-   weighted by η;
+   weighted by η. The default η = 1 (plain mixup CE) is what OpenMixup's code computes: its
+   η (``neg_weight=0.5``) weights soft CE's terms of the classes whose target is 0, which
+   are 0; the paper's η = 0.5 acts here when set;
 3. its mask loss subtracts ``mask_variance_weight``·(variance of the mask) from the L1 term
-   ("L1+Variance"), so masks do not flatten to a constant 1-λ."""
+   ("L1+Variance"), so masks do not flatten to a constant 1-λ.
+
+``mask_adjust`` defaults to 0.25, OpenMixup's SAMix CIFAR value ("0.25 for CIFAR")."""
 from __future__ import annotations
 
 import inspect
@@ -46,8 +50,9 @@ def eta_balanced_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
 class SAMix(AutoMix):
     name = "samix"
 
-    def __init__(self, *, eta: float = 0.5, lam_k: float = 0.25,
-                 mask_variance_weight: float = 2.0, upsample: str = "bilinear", **automix):
+    def __init__(self, *, eta: float = 1.0, lam_k: float = 0.25,
+                 mask_variance_weight: float = 2.0, upsample: str = "bilinear",
+                 mask_adjust: float = 0.25, **automix):
         if "lam_concat" in automix:
             raise ConfigError("method.lam_concat is AutoMix's; SAMix's Mix Block takes λ by "
                               "scaling the features (method.lam_k), so drop the key")
@@ -57,7 +62,8 @@ class SAMix(AutoMix):
             raise ConfigError(f"method 'samix' has no option(s) {sorted(unknown)}. Its options "
                               f"are: eta, lam_k, mask_variance_weight, upsample, "
                               f"{', '.join(sorted(shared - {'num_classes', 'upsample'}))}")
-        super().__init__(upsample=upsample, lam_concat=False, **automix)
+        super().__init__(upsample=upsample, lam_concat=False, mask_adjust=mask_adjust,
+                         **automix)
         if not eta >= 0:
             raise ConfigError(f"method.eta must be >= 0 (η-balanced loss), got {eta}")
         if not (lam_k == -1 or 0 <= lam_k <= 10):
@@ -82,4 +88,5 @@ class SAMix(AutoMix):
     def __repr__(self) -> str:
         return (f"SAMix(alpha={self.alpha}, feature_layer={self.feature_layer}, eta={self.eta}, "
                 f"lam_k={self.lam_k}, mask_loss_weight={self.mask_loss_weight}, "
-                f"mask_variance_weight={self.mask_variance_weight})")
+                f"mask_variance_weight={self.mask_variance_weight}, "
+                f"mask_adjust={self.mask_adjust})")
