@@ -282,7 +282,9 @@ def test_distillation_runs_evaluates_and_resumes_to_the_same_images(experts_dir,
     assert full["protocol"] == "distill" and full["status"] == "completed"
     for key in ("syn_top1", "syn_ece", "syn_best_top1", "random_top1", "syn_lr"):
         assert isinstance(section[key], float), key
-    assert section["syn_best_top1"] >= section["syn_top1"]
+    # the best epoch's top-1 (the history's, summed in float32 on the device) is at least the
+    # final one (the evaluation's, in float64)
+    assert section["syn_best_top1"] >= section["syn_top1"] - 1e-6
     assert [r["iteration"] for r in full["history"]] == [3, 4]
     assert (tmp_path / "full" / "synthetic.png").is_file()
     synthetic = load_checkpoint(tmp_path / "full" / "synthetic.pt")

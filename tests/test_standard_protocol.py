@@ -5,7 +5,8 @@
 keys of results.json. The same runs today must give the same numbers and the same keys, plus
 ``protocol`` (and the config keys added since, at values that change nothing). Both train
 pinned (tests/pinned_cpu.py): the same numbers on any x86 machine. To write the fixture
-again: ``python tests/pinned_cpu.py CHECKOUT_OF_bce3b5f tests/fixtures/standard_protocol_before.json``."""
+again, from a checkout of bce3b5f:
+``python tests/pinned_cpu.py CHECKOUT tests/fixtures/standard_protocol_before.json``."""
 import json
 from pathlib import Path
 
