@@ -77,3 +77,4 @@ TASKS = Registry("task")
 PROTOCOLS = Registry("protocol")
 ADAPTERS = Registry("adapter")  # test-time adapters (mixbench-adapt)
 MERGERS = Registry("merger")  # model mergers (mixbench-merge)
+SECTIONS = Registry("results section")  # protocols' parts of the leaderboard

@@ -398,7 +398,7 @@ def test_leaderboard_rows_keep_learners_apart(tmp_path):
     assert "## class_incremental · classification" in text and "avg inc. acc % ↑" in text
     assert 'alt="accuracy per step"' in (tmp_path / "board" / "leaderboard.html").read_text()
     # every step of every learner, averaged over its seeds, in step order
-    from mixbench.results.table import summarize_steps
+    from mixbench.continual.section import summarize_steps
 
     steps = summarize_steps(runs, ["protocol.learner"])
     assert list(zip(steps["protocol.learner"], steps["step"])) == [

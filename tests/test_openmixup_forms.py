@@ -251,6 +251,7 @@ def test_class_defaults_of_the_forms_are_the_yamls(name):
     from mixbench.config import CONFIG_DIR
 
     yaml = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "method" / f"{name}.yaml"))
+    yaml = yaml.get("method", yaml)  # `# @package _global_` configs nest it (lr floor)
     signature = inspect.signature(METHODS.get(name))
     inherited = inspect.signature(METHODS.get("automix"))  # samix passes the rest on
     for key in FORM_KEYS[name]:

@@ -3,6 +3,7 @@ import importlib.util
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -229,3 +230,20 @@ def test_a_continual_reference_matches_on_the_protocol_options():
                                "protocol.increment"])
     assert list(merged["ref_avg_incremental_acc"]) == pytest.approx([0.6184, 0.70])
     assert list(merged["delta_avg_incremental_acc"]) == pytest.approx([-0.0184, 0.02])
+
+
+def test_every_protocol_section_is_registered_by_its_own_code():
+    """The leaderboard knows each protocol's section of results.json (columns, extra tables,
+    rows a run stands for) because the protocol registered it, not from a list of its own."""
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", "import mixbench.app.leaderboard; from mixbench.registry import "
+         "SECTIONS; print(','.join(SECTIONS.names()))"],
+        cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    assert out.split(",") == sorted(["adaptation", "continual", "distill", "experts", "merge",
+                                     "retrieval"])
+    from mixbench.results import table
+
+    source = Path(table.__file__).read_text()
+    assert not any(f'"{name}"' in source for name in out.split(","))

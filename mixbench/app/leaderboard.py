@@ -20,17 +20,18 @@ from pathlib import Path
 
 import pandas as pd
 
+from mixbench import protocols  # noqa: F401  (registration: the protocols' sections)
 from mixbench.errors import ConfigError
+from mixbench.merging import runs as merging_runs  # noqa: F401  (the merge section)
 from mixbench.results.headline import TOP1_CHOICES, select_top1
 from mixbench.results.html import render_html
-from mixbench.results.columns import STEP_COLUMNS
 from mixbench.results.reproductions import (evaluate_claims, load_claims,
                                             reproductions_page)
-from mixbench.results.table import (IDENTITY, SECTION, attach_reference,
-                                    columns_for, console_columns, experiment_groups,
-                                    filter_runs, load_runs, search_by_scale, summarize,
-                                    summarize_corruptions, summarize_search, summarize_steps,
-                                    to_markdown)
+from mixbench.results.sections import sections as registered_sections
+from mixbench.tta import run as tta_run  # noqa: F401  (the adaptation section)
+from mixbench.results.table import (IDENTITY, SECTION, attach_reference, columns_for,
+                                    console_columns, experiment_groups, filter_runs, load_runs,
+                                    summarize, to_markdown)
 
 
 def parse_args(argv):
@@ -98,22 +99,10 @@ def main(argv: list[str] | None = None) -> int:
             texts.append(f"## {title}\n\n{to_markdown(summary, columns, groups)}")
             console.append(f"## {title}\n\n"
                            f"{to_markdown(summary, console_columns(task, section_runs), groups)}")
-            steps = summarize_steps(section_runs, groups)
-            if steps is not None:  # continual protocols: every step, averaged over seeds
-                per_step = to_markdown(steps, list(STEP_COLUMNS), groups + ["step"])
-                texts.append(f"### {protocol}: after each step\n\n{per_step}")
-                console.append(texts[-1])
-            search = summarize_search(section_runs, groups)
-            if search is not None:  # merges: how the validation top-1 moves with λ
-                wide, scale_columns = search_by_scale(search, groups)
-                per_scale = to_markdown(wide, scale_columns, groups)
-                texts.append(f"### {protocol}: validation top-1 (mean over the tasks) at each "
-                             f"λ\n\n{per_scale}")
-                console.append(texts[-1])
-            for value, wide, corruption_columns in summarize_corruptions(section_runs, groups):
-                texts.append(f"### {protocol}: {value.header} per corruption\n\n"
-                             f"{to_markdown(wide, corruption_columns, groups)}")
-                console.append(texts[-1])
+            for section in registered_sections():  # a protocol's own tables (steps, λ, ...)
+                for name, table in section.tables(section_runs, groups):
+                    texts.append(f"### {protocol}: {name}\n\n{table}")
+                    console.append(texts[-1])
         checked = evaluate_claims(runs, claims) if claims else None
     except (KeyError, ConfigError) as err:
         print(f"error: {err.args[0]}", file=sys.stderr)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from mixbench.continual.metrics import continual_metrics
+from mixbench.continual import section as _section  # noqa: F401  (the continual section of the leaderboard)
 from mixbench.config import check_same_experiment
 from mixbench.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from mixbench.engine.context import RunContext

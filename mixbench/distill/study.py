@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+from mixbench.protocols import distill, experts  # noqa: F401  (their leaderboard sections)
 from mixbench.results.columns import Column
 from mixbench.results.io import RESULTS_NAME
 from mixbench.results.table import load_runs, summarize, to_markdown

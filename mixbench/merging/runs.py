@@ -25,6 +25,7 @@ from mixbench.engine.load import LoadedRun, load_run
 from mixbench.errors import ConfigError
 from mixbench.eval.evaluate import predict
 from mixbench.merging import mergers, pcb  # noqa: F401  (registration)
+from mixbench.merging import section as _section  # noqa: F401  (the merge section of the leaderboard)
 from mixbench.merging.task_vectors import check_compatible
 from mixbench.results.io import read_results
 from mixbench.registry import MERGERS

@@ -35,6 +35,8 @@ from mixbench.errors import ConfigError, NonFiniteLossError
 from mixbench.protocols.base import Protocol
 from mixbench.results.record import timings
 from mixbench.registry import PROTOCOLS
+from mixbench.results.columns import Column
+from mixbench.results.sections import Section, register_section
 from mixbench.tasks import require_task
 
 log = logging.getLogger(__name__)
@@ -285,3 +287,15 @@ class Distill(Protocol):
             generator = torch.Generator().manual_seed(derive_seed(seed, -2))
             return random_real(real_y, self.ipc, num_classes, generator)
         return kmeans_real(real_x, real_y, self.ipc, num_classes, seed)
+
+
+# Networks trained on the synthetic set, final epoch (mean over protocol.num_eval nets); the
+# best epoch on the test set is what MTT/AST's code reports (test-set selection, not ranked);
+# real subsets of the same size as baselines.
+register_section(Section(
+    "distill",
+    columns=(Column("syn_top1", "distilled top-1 %", 100, True, 2),
+             Column("syn_best_top1", "best test epoch % (test-selected)", 100, None, 2),
+             Column("random_top1", "random real %", 100, None, 2),
+             Column("kmeans_top1", "K-means real %", 100, None, 2),
+             Column("syn_lr", "learned α", 1, None, 4))))

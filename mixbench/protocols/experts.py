@@ -28,6 +28,8 @@ from mixbench.errors import ConfigError
 from mixbench.protocols.base import Protocol
 from mixbench.results.record import timings
 from mixbench.registry import PROTOCOLS
+from mixbench.results.columns import Column
+from mixbench.results.sections import Section, register_section
 from mixbench.tasks import require_task
 
 log = logging.getLogger(__name__)
@@ -150,3 +152,12 @@ def parameter_changes(folder, epochs: int) -> list[float]:
         previous = current
     return out
 
+
+
+# Final test top-1 and the mean per-epoch parameter change ‖Δθ‖ (AST's smoothness) over
+# epochs 1-10 and after.
+register_section(Section(
+    "experts",
+    columns=(Column("expert_top1", "expert top-1 %", 100, True, 2),
+             Column("change_early", "‖Δθ‖/epoch, first 10", 1, None, 3),
+             Column("change_late", "‖Δθ‖/epoch, later", 1, None, 3))))

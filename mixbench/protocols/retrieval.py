@@ -36,6 +36,7 @@ from mixbench.errors import ConfigError
 from mixbench.models.embedding import EmbeddingNet
 from mixbench.protocols.base import Protocol
 from mixbench.registry import PROTOCOLS
+from mixbench.results.sections import Section, register_section
 from mixbench.results.record import completed_record
 from mixbench.tasks.retrieval import BEST
 
@@ -175,3 +176,9 @@ class Retrieval(Protocol):
         log.info("test (final epoch): %s", parts.task.summary(results))
         ctx.logger.log_results(results, None)
         return results
+
+
+# The epoch with the best test R@1 and its Recall@K (the official Metrix code's number:
+# test-set selection). No leading columns: the retrieval task's own columns show them after
+# the final epoch's, which rank the rows.
+register_section(Section("retrieval"))

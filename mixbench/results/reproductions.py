@@ -15,7 +15,8 @@ import yaml
 from mixbench import tasks  # noqa: F401  (registration: each task's columns)
 from mixbench.errors import ConfigError
 from mixbench.registry import TASKS
-from mixbench.results.columns import SECTION_COLUMNS, Column
+from mixbench.results.columns import Column
+from mixbench.results.sections import section_column_list
 from mixbench.results.table import filter_runs
 
 REQUIRED = ("system", "claim", "command")
@@ -61,7 +62,7 @@ class ClaimResult:
 
 def known_columns() -> list[Column]:
     """Every leaderboard column: the protocol sections', then each task's."""
-    return ([c for columns in SECTION_COLUMNS.values() for c in columns]
+    return (section_column_list()
             + [c for name in TASKS.names() for c in TASKS.get(name).columns])
 
 

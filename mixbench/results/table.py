@@ -15,10 +15,10 @@ from mixbench import tasks  # noqa: F401  (registration: each task's columns)
 from mixbench.config import experiment_config
 from mixbench.eval.geometry import GEOMETRY_JSON
 from mixbench.registry import TASKS
-from mixbench.results.columns import (CORRUPTION_COLUMNS, SEARCH_COLUMNS, SECTION_COLUMNS,
-                                      STEP_COLUMNS, Column)
+from mixbench.results.columns import Column
 from mixbench.results.headline import run_headline
 from mixbench.results.io import RESULTS_NAME
+from mixbench.results.sections import section_column_list, sections
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,7 @@ def section_columns(runs: pd.DataFrame | None) -> list[Column]:
     """The protocol sections' columns that ``runs`` have numbers for."""
     if runs is None:
         return []
-    return [c for columns in SECTION_COLUMNS.values() for c in columns
-            if c.key in runs and runs[c.key].notna().any()]
+    return [c for c in section_column_list() if c.key in runs and runs[c.key].notna().any()]
 
 
 def columns_for(task: str, runs: pd.DataFrame | None = None) -> list[Column]:
@@ -88,31 +87,17 @@ class RunTable:
         return self.completed[self.completed.duplicated("config_key", keep=False)]
 
 
-def reference_records(results: dict) -> list[dict]:
-    """The reference rows a merge records beside its own (``merge.references``: each
-    fine-tuned model on its own task, θ₀'s body under each head) as records of their own:
-    the merge's config with the reference as its merger, and none of the merger's options."""
-    references = (results.get("merge") or {}).get("references") or {}
-    out = []
-    for name, section in references.items():
-        config = dict(results["config"])
-        config["protocol"] = {"name": "merge", "merger": name, "bn": config["protocol"]["bn"]}
-        config["merge"] = {k: v for k, v in config["merge"].items()
-                           if k in ("base", "models", "bn", "bn_batches", "eval", "seed")}
-        out.append({**results, "config": config, "merge": section, "reference": name,
-                    "test": {"top1": section["avg_top1"], "ece": section["avg_ece"]},
-                    "test_ts": {"ece": section["avg_ts_ece"]}})
-    return out
-
-
 def _row(path: Path, results: dict) -> dict:
     cfg = results.get("config") or {}
     test, ts = results.get("test") or {}, results.get("test_ts") or {}
     timings = results.get("timings") or {}
     tops = [r["test_top1"] for r in results.get("history") or [] if r.get("test_top1") is not None]
-    sections = {key: value for name in SECTION_COLUMNS
-                for key, value in (results.get(name) or {}).items()
-                if value is None or isinstance(value, (int, float))}
+    numbers, fields = {}, {}
+    for section in sections():
+        values = results.get(section.key) or {}
+        numbers.update({key: value for key, value in values.items()
+                        if value is None or isinstance(value, (int, float))})
+        fields.update({key: values.get(key) or None for key in section.fields})
     return {
         "run_dir": str(path.parent),
         "protocol": results.get("protocol", "standard"),  # runs written before protocols
@@ -132,15 +117,8 @@ def _row(path: Path, results: dict) -> dict:
         "tag": cfg.get("tag"),  # the run's label in a study (reproductions select runs by it)
         "status": results.get("status", "unknown"),
         "reference": results.get("reference"),  # a merge's reference row (merger individual/base)
-        **sections,
-        # continual protocols: accuracy on the seen classes after each step (the figure), and
-        # each step's record (the per-step table)
-        "step_acc": (results.get("continual") or {}).get("step_acc"),
-        "steps": (results.get("continual") or {}).get("steps"),
-        # merges: every λ tried with its mean validation top-1 (the λ-sensitivity table)
-        "search": (results.get("merge") or {}).get("search") or None,
-        # adaptations: each corruption's record (the per-corruption tables)
-        "corruptions": (results.get("adaptation") or {}).get("corruptions"),
+        **numbers,
+        **fields,  # a section's records for its own tables (steps, λ searched, corruptions)
         **test,
         **{f"ts_{k}": v for k, v in ts.items()},
         # dataset.label_noise.test: the same predictions against the test labels as published
@@ -182,7 +160,8 @@ def load_runs(root: str | Path) -> RunTable:
     for path in sorted(Path(root).rglob(RESULTS_NAME)):
         try:
             results = json.loads(path.read_text())
-            rows += [_row(path, record) for record in (results, *reference_records(results))]
+            stands_for = [r for section in sections() for r in section.expand(results)]
+            rows += [_row(path, record) for record in (results, *stands_for)]
         except (OSError, ValueError, KeyError, AttributeError, TypeError) as err:
             unreadable.append((str(path), f"{type(err).__name__}: {err}"))
             log.warning("skipping unreadable %s (%s)", path, err)
@@ -222,42 +201,6 @@ def summarize(runs: pd.DataFrame, columns: list[Column],
         primary.key, ascending=not primary.higher_is_better, ignore_index=True)
 
 
-def summarize_steps(runs: pd.DataFrame, group_by: list[str]) -> pd.DataFrame | None:
-    """Continual runs: per group and step, the mean (± std over seeds) of each step's record
-    (``STEP_COLUMNS``), in step order; None when no run has steps."""
-    if "steps" not in runs or runs["steps"].isna().all():
-        return None
-    rows = [{**{g: run[g] for g in group_by}, **record, "step": i + 1}
-            for _, run in runs[runs["steps"].notna()].iterrows()
-            for i, record in enumerate(run["steps"])]
-    table = summarize(pd.DataFrame(rows), list(STEP_COLUMNS), group_by + ["step"])
-    return table.sort_values(group_by + ["step"], ignore_index=True)
-
-
-def summarize_search(runs: pd.DataFrame, group_by: list[str]) -> pd.DataFrame | None:
-    """Merges chosen on a grid of one λ: per group and λ, the mean (± std over seeds) of the
-    validation top-1 over the tasks; None when no run searched a grid."""
-    if "search" not in runs:
-        return None
-    rows = [{**{g: run[g] for g in group_by}, "λ": tried["scale"],
-             "val_top1": tried["val_top1"]}
-            for _, run in runs.iterrows() if isinstance(run["search"], list)
-            for tried in run["search"] if isinstance(tried["scale"], (int, float))]
-    if not rows:
-        return None
-    table = summarize(pd.DataFrame(rows), list(SEARCH_COLUMNS), group_by + ["λ"])
-    return table.sort_values(group_by + ["λ"], ignore_index=True)
-
-
-def search_by_scale(search: pd.DataFrame, group_by: list[str]) -> tuple[pd.DataFrame,
-                                                                        list[Column]]:
-    """``summarize_search``'s table turned wide, a column per λ (a row reads as the curve),
-    and those columns."""
-    scales = sorted(search["λ"].unique())
-    return widen(search, group_by, "λ", SEARCH_COLUMNS[0],
-                 {scale: (f"at_{scale:g}", f"λ = {scale:g}") for scale in scales})
-
-
 def widen(long: pd.DataFrame, group_by: list[str], pivot: str, value: Column,
           names: dict) -> tuple[pd.DataFrame, list[Column]]:
     """A ``summarize`` table with one row per group and ``pivot`` value turned wide: a
@@ -271,25 +214,6 @@ def widen(long: pd.DataFrame, group_by: list[str], pivot: str, value: Column,
     columns = [Column(key, header, value.scale, value.higher_is_better, value.decimals)
                for key, header in names.values()]
     return out.reset_index(), columns
-
-
-def summarize_corruptions(runs: pd.DataFrame, group_by: list[str]
-                          ) -> list[tuple[Column, pd.DataFrame, list[Column]]]:
-    """Adaptations: per group, each of ``CORRUPTION_COLUMNS`` per corruption (mean ± std
-    over source seeds), a wide table per metric with a column per corruption, in the order
-    the runs list them; empty when no run has corruptions."""
-    if "corruptions" not in runs:
-        return []
-    rows = [{**{g: run[g] for g in group_by}, **record}
-            for _, run in runs.iterrows() if isinstance(run["corruptions"], list)
-            for record in run["corruptions"]]
-    if not rows:
-        return []
-    long = summarize(pd.DataFrame(rows), list(CORRUPTION_COLUMNS), group_by + ["corruption"])
-    order = list(dict.fromkeys(row["corruption"] for row in rows))
-    return [(value, *widen(long, group_by, "corruption", value,
-                           {c: (f"{value.key}:{c}", c) for c in order}))
-            for value in CORRUPTION_COLUMNS]
 
 
 def attach_reference(summary: pd.DataFrame, reference: pd.DataFrame, primary: Column,

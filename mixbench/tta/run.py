@@ -35,6 +35,7 @@ from mixbench.shift.corruptions import CORRUPTIONS
 from mixbench.shift.evaluate import corrupted, require_images
 from mixbench.shift.streams import continual, mixed
 from mixbench.tta.adapters import build_adapter
+from mixbench.tta import section as _section  # noqa: F401  (the adaptation section of the leaderboard)
 
 log = logging.getLogger(__name__)
 
