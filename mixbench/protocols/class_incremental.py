@@ -17,7 +17,7 @@ import logging
 import torch
 from omegaconf import OmegaConf
 
-from mixbench.components import METHODS, build_components
+from mixbench.components import METHODS
 from mixbench.continual.classes import ClassSteps, rows_of
 from mixbench.continual.kd import Distilled
 from mixbench.continual.head import clip_head_weights, grow_head, row_norms, weight_align
@@ -32,7 +32,7 @@ from mixbench.engine.seeding import derive_seed, seed_everything
 from mixbench.errors import ConfigError
 from mixbench.protocols.base import Protocol
 from mixbench.registry import PROTOCOLS
-from mixbench.tasks import require_task, task_for
+from mixbench.tasks import task_for
 
 log = logging.getLogger(__name__)
 LEARNERS = ("finetune", "replay", "kd", "wa")
@@ -42,6 +42,7 @@ LATER_KEYS = {"epochs", "optimizer", "scheduler"}
 @PROTOCOLS.register("class_incremental")
 class ClassIncremental(Protocol):
     name = "class_incremental"
+    task = "classification"
 
     def __init__(self, *, initial: int = 2, increment: int = 2,
                  class_order_seed: int | None = 1993, learner: str = "replay",
@@ -73,9 +74,7 @@ class ClassIncremental(Protocol):
 
     def __call__(self, ctx: RunContext) -> dict:
         cfg, t = ctx.cfg, ctx.cfg.trainer
-        seed_everything(cfg.seed)
-        parts = build_components(cfg, ctx.device)
-        require_task(parts.task, "classification", "protocol=class_incremental")
+        parts = self.components(ctx)
         model = parts.model
         steps = ClassSteps.of(parts.data, self.seed, self.initial, self.increment)
         ranges, data, train = steps.ranges, steps.data, steps.data.train

@@ -20,24 +20,24 @@ import time
 import torch
 from omegaconf import OmegaConf
 
-from mixbench.components import BACKBONES, build_components
+from mixbench.components import BACKBONES
 from mixbench.config import check_same_experiment
 from mixbench.distill.augment import DSA
 from mixbench.distill.evaluate import evaluate_set, save_grid
 from mixbench.distill.init import INITS, check_ipc, kmeans_real, random_real, representative
 from mixbench.distill.matching import ParamLayout, StudentOptions, match_trajectory
+from mixbench.distill.synthetic import SyntheticSet
 from mixbench.distill.trajectories import load_experts, prepared_data
 from mixbench.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from mixbench.engine.context import RunContext, run_protocol, validate_config
 from mixbench.engine.rundir import refuse_overwrite
-from mixbench.engine.seeding import derive_seed, seed_everything
+from mixbench.engine.seeding import derive_seed
 from mixbench.errors import ConfigError, NonFiniteLossError
 from mixbench.protocols.base import Protocol
 from mixbench.results.record import timings
 from mixbench.registry import PROTOCOLS
 from mixbench.results.columns import Column
 from mixbench.results.sections import Section, register_section
-from mixbench.tasks import require_task
 
 log = logging.getLogger(__name__)
 STATE_NAME = "distill.pt"  # the synthetic set and its optimisers, for resume
@@ -54,6 +54,8 @@ def _positive(key: str, value, kind=int) -> None:
 @PROTOCOLS.register("distill")
 class Distill(Protocol):
     name = "distill"
+    task = "classification"
+    one_process = "runs in one process"
 
     def __init__(self, *, experts: str | None = None, ipc: int = 10, syn_steps: int = 20,
                  expert_epochs: int = 2, max_start_epoch: int = 20, iterations: int = 5000,
@@ -101,12 +103,23 @@ class Distill(Protocol):
         self.make_experts = make_experts
 
     def __call__(self, ctx: RunContext) -> dict:
-        cfg = ctx.cfg
-        if ctx.info.enabled:
-            raise ConfigError("protocol=distill runs in one process; use trainer.devices=1")
-        seed_everything(cfg.seed)
-        parts = build_components(cfg, ctx.device)
-        require_task(parts.task, "classification", "protocol=distill")
+        parts = self.components(ctx)
+        experts, data = self.experts_and_data(ctx, parts)
+        model = BACKBONES.build(ctx.cfg.backbone, num_classes=data.num_classes,
+                                in_channels=data.in_channels).to(ctx.device)
+        model.requires_grad_(False)  # the student's parameters are functional_call's
+        trajectories = [[p.to(ctx.device) for p in tr] for tr in experts.trajectories]
+        labels = torch.arange(data.num_classes).repeat_interleave(self.ipc).to(ctx.device)
+        synthetic = self.synthetic_set(ctx, parts, data, experts)
+        log.info("run %s: %d images per class of %s from %d experts, N=%d, M=%d, T+=%d",
+                 ctx.run_dir, self.ipc, ctx.cfg.dataset.name, len(trajectories),
+                 self.syn_steps, self.expert_epochs, self.max_start_epoch)
+        self.distill(ctx, synthetic, model, trajectories, labels)
+        return self.evaluate(ctx, parts, data, synthetic, labels.cpu(), len(trajectories))
+
+    def experts_and_data(self, ctx: RunContext, parts):
+        """The experts (trained first with ``make_experts``; their network and data must be
+        this run's) and the run's data as they saw it (ZCA-whitened where they were)."""
         num_classes, channels = parts.data.num_classes, parts.data.in_channels
 
         def layout_of(config):
@@ -115,104 +128,89 @@ class Distill(Protocol):
                                                   in_channels=channels))
 
         if self.make_experts is not None:
-            self.train_experts(cfg)
+            self.train_experts(ctx.cfg)
         experts = load_experts(self.experts, layout_of,
                                self.max_start_epoch + self.expert_epochs - 1, self.max_experts)
         data = prepared_data(parts.data, experts.zca)
-        real_x, real_y = data.train.x, data.train.y
-        check_ipc(self.ipc, real_y, num_classes)
-        model = BACKBONES.build(cfg.backbone, num_classes=num_classes,
-                                in_channels=channels).to(ctx.device)
-        layout = ParamLayout.of(model)
-        model.requires_grad_(False)  # the student's parameters are functional_call's
-        trajectories = [[p.to(ctx.device) for p in tr] for tr in experts.trajectories]
-        labels = torch.arange(num_classes).repeat_interleave(self.ipc).to(ctx.device)
+        check_ipc(self.ipc, data.train.y, num_classes)
+        return experts, data
+
+    def synthetic_set(self, ctx: RunContext, parts, data, experts) -> SyntheticSet:
+        """The set to distill: resumed from its checkpoint (only with trainer.resume, and only
+        for the same experiment), or initialised (``init``) with α = ``lr_teacher``."""
         state_path = ctx.run_dir / STATE_NAME
-        saved = None
-        refuse_overwrite(state_path, resume=cfg.trainer.resume)
+        refuse_overwrite(state_path, resume=ctx.cfg.trainer.resume)
         ctx.write_results(task=parts.task.name)
+        optimisers = dict(lr_img=self.lr_img, lr_lr=self.lr_lr, momentum=self.momentum,
+                          device=ctx.device)
         if state_path.exists():
             saved = load_checkpoint(state_path)
             check_same_experiment(saved["config"], ctx.config, state_path)
-            start = saved["images"]
-        else:
-            start = self.initial_images(real_x, real_y, num_classes, experts, cfg.seed,
-                                        ctx.device)
-        images = start.to(ctx.device).clone().requires_grad_(True)
-        lr = torch.tensor(saved["lr"] if saved else self.lr_teacher,
-                          device=ctx.device).requires_grad_(True)
-        opt_img = torch.optim.SGD([images], lr=self.lr_img, momentum=self.momentum)
-        opt_lr = torch.optim.SGD([lr], lr=self.lr_lr, momentum=self.momentum)
-        history, losses, done, distill_s = [], [], 0, 0.0
-        if saved:
-            opt_img.load_state_dict(saved["opt_img"])
-            opt_lr.load_state_dict(saved["opt_lr"])
-            history, losses = saved["history"], saved["losses"]
-            done, distill_s = saved["iteration"], saved["distill_s"]
-            log.info("resuming the distillation at iteration %d/%d", done, self.iterations)
-        log.info("run %s: %d images per class of %s from %d experts, N=%d, M=%d, T+=%d",
-                 ctx.run_dir, self.ipc, cfg.dataset.name, len(trajectories), self.syn_steps,
-                 self.expert_epochs, self.max_start_epoch)
+            log.info("resuming the distillation at iteration %d/%d", saved["iteration"],
+                     self.iterations)
+            return SyntheticSet.restore(saved, **optimisers)
+        start = self.initial_images(data.train.x, data.train.y, data.num_classes, experts,
+                                    ctx.cfg.seed, ctx.device)
+        return SyntheticSet.create(start, self.lr_teacher, **optimisers)
 
-        def save_state(iteration: int) -> None:
-            ctx.save_checkpoint(state_path, {
-                "iteration": iteration, "images": images.detach().cpu(),
-                "lr": float(lr.detach()), "opt_img": opt_img.state_dict(),
-                "opt_lr": opt_lr.state_dict(), "history": history, "losses": losses,
-                "distill_s": distill_s,
-                "config": ctx.config})
-
-        for it in range(done, self.iterations):
+    def distill(self, ctx: RunContext, synthetic: SyntheticSet, model, trajectories,
+                labels) -> None:
+        """The iterations left: each from (seed, iteration) picks an expert and a start epoch
+        and steps the set on the matching loss; a checkpoint every ``checkpoint_every``."""
+        layout = ParamLayout.of(model)
+        for it in range(synthetic.done, self.iterations):
             began = time.perf_counter()
-            generator = torch.Generator().manual_seed(derive_seed(cfg.seed, it))
+            generator = torch.Generator().manual_seed(derive_seed(ctx.cfg.seed, it))
             expert = int(torch.randint(len(trajectories), (), generator=generator))
             start_epoch = int(torch.randint(self.max_start_epoch, (), generator=generator))
-            loss = match_trajectory(model, layout, trajectories[expert], start_epoch, images,
-                                    labels, lr, syn_steps=self.syn_steps,
-                                    expert_epochs=self.expert_epochs,
+            loss = match_trajectory(model, layout, trajectories[expert], start_epoch,
+                                    synthetic.images, labels, synthetic.lr,
+                                    syn_steps=self.syn_steps, expert_epochs=self.expert_epochs,
                                     max_start_epoch=self.max_start_epoch,
                                     options=self.student, generator=generator,
                                     batch_size=self.batch_syn, augment=self.dsa)
-            opt_img.zero_grad(set_to_none=True)
-            opt_lr.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_img.step()
-            opt_lr.step()
-            value = loss.item()
-            distill_s += time.perf_counter() - began
+            value = synthetic.update(loss)
+            synthetic.distill_s += time.perf_counter() - began
             if not math.isfinite(value):
                 raise NonFiniteLossError(f"the matching loss became {value} at iteration "
                                          f"{it + 1}: lower protocol.lr_img or protocol.lr_lr")
-            losses.append(value)
+            synthetic.losses.append(value)
+            synthetic.done = it + 1
             if (it + 1) % self.log_every == 0 or it + 1 == self.iterations:
-                history.append({"iteration": it + 1, "loss": sum(losses) / len(losses),
-                                "lr": float(lr.detach())})
+                window = synthetic.losses
+                synthetic.history.append({"iteration": it + 1, "loss": sum(window) / len(window),
+                                          "lr": synthetic.alpha})
                 log.info("iteration %d/%d: matching loss %.4f, α %.5f", it + 1,
-                         self.iterations, history[-1]["loss"], history[-1]["lr"])
-                losses.clear()  # (the list the checkpoint holds: a window in progress)
+                         self.iterations, synthetic.history[-1]["loss"], synthetic.alpha)
+                window.clear()  # (the list the checkpoint holds: a window in progress)
             if (it + 1) % self.checkpoint_every == 0 or it + 1 == self.iterations:
-                save_state(it + 1)
+                ctx.save_checkpoint(ctx.run_dir / STATE_NAME, synthetic.state_dict(ctx.config))
 
-        alpha = float(lr.detach())
-        synthetic = images.detach().cpu()
+    def evaluate(self, ctx: RunContext, parts, data, synthetic: SyntheticSet, labels,
+                 experts: int) -> dict:
+        """The final set saved (and drawn), then ``num_eval`` fresh networks trained on it
+        and on each real-subset baseline; results.json with the distill section."""
+        cfg, alpha = ctx.cfg, synthetic.alpha
+        images = synthetic.images.detach().cpu()
         if ctx.main:
             save_checkpoint(ctx.run_dir / SYNTHETIC_NAME, {
-                "images": synthetic, "labels": labels.cpu(), "lr": alpha,
-                "config": ctx.config})
-            save_grid(synthetic, self.ipc, ctx.run_dir / "synthetic.png")
+                "images": images, "labels": labels, "lr": alpha, "config": ctx.config})
+            save_grid(images, self.ipc, ctx.run_dir / "synthetic.png")
 
         began = time.perf_counter()
-        evaluations = {}
-        sets = {"distilled": (synthetic, alpha)}
+        real_x, real_y = data.train.x, data.train.y
+        sets = {"distilled": (images, alpha)}
         for name in self.baselines:
-            sets[name] = (real_x[self.real_subset(name, real_x, real_y, num_classes,
+            sets[name] = (real_x[self.real_subset(name, real_x, real_y, data.num_classes,
                                                   cfg.seed)], self.lr_teacher)
+        evaluations = {}
         for name, (x, rate) in sets.items() if self.num_eval else ():
-            evaluations[name] = evaluate_set(ctx, parts, data, x, labels.cpu(), rate,
-                                             name=name, num_eval=self.num_eval,
-                                             backbone=cfg.backbone, dsa=self.dsa)
+            evaluations[name] = evaluate_set(ctx, parts, data, x, labels, rate, name=name,
+                                             num_eval=self.num_eval, backbone=cfg.backbone,
+                                             dsa=self.dsa)
+        history = synthetic.history
         section = {"ipc": self.ipc, "init": self.init, "iterations": self.iterations,
-                   "experts": len(trajectories), "syn_lr": alpha,
+                   "experts": experts, "syn_lr": alpha,
                    "final_loss": history[-1]["loss"] if history else None}
         for name, summary in evaluations.items():
             prefix = "syn" if name == "distilled" else name
@@ -221,6 +219,7 @@ class Distill(Protocol):
         section["evaluations"] = {name: {k: v for k, v in s.items() if k != "test"}
                                   for name, s in evaluations.items()}
         test = evaluations["distilled"]["test"] if evaluations else {}
+        distill_s = synthetic.distill_s
         return ctx.write_results(
             test=test, distill=section, history=history, status="completed",
             timings=timings(distill_s, time.perf_counter() - began, iterations_per_s=(

@@ -14,8 +14,7 @@ import statistics
 import torch
 from omegaconf import OmegaConf
 
-from mixbench.components import BACKBONES, METHODS, build_components
-from mixbench.data import make_loader
+from mixbench.components import BACKBONES, METHODS
 from mixbench.distill.augment import DSA
 from mixbench.distill.smooth import AugmentedStep
 from mixbench.distill.trajectories import kept_path, prepared_data
@@ -30,7 +29,6 @@ from mixbench.results.record import timings
 from mixbench.registry import PROTOCOLS
 from mixbench.results.columns import Column
 from mixbench.results.sections import Section, register_section
-from mixbench.tasks import require_task
 
 log = logging.getLogger(__name__)
 EARLY = 10  # the epochs AST's loss scale covers: the smoothness is compared there
@@ -39,6 +37,8 @@ EARLY = 10  # the epochs AST's loss scale covers: the smoothness is compared the
 @PROTOCOLS.register("experts")
 class Experts(Protocol):
     name = "experts"
+    task = "classification"
+    one_process = "trains its experts one after another in one process"
 
     def __init__(self, *, num_experts: int = 100, smooth: bool = False, dsa: bool = True,
                  dsa_strategy: str = "color_crop_cutout_flip_scale_rotate", zca: bool = False,
@@ -80,15 +80,10 @@ class Experts(Protocol):
         if t.keep_every != 1:
             raise ConfigError(f"protocol=experts keeps every epoch of each trajectory: "
                               f"trainer.keep_every must be 1, got {t.keep_every}")
-        if ctx.info.enabled:
-            raise ConfigError("protocol=experts trains its experts one after another in one "
-                              "process; use trainer.devices=1")
-        seed_everything(cfg.seed)
-        parts = build_components(cfg, ctx.device)
-        require_task(parts.task, "classification", "protocol=experts")
+        parts = self.components(ctx)
         data = prepared_data(parts.data, self.zca, keep_augment=self.dsa is None)
-        train = make_loader(data, "train", t.batch_size, train=True, device=ctx.device)
-        test = make_loader(data, "test", t.eval_batch_size, train=False, device=ctx.device)
+        train = self.loader(ctx, data, "train", train=True, shard=False)
+        test = self.loader(ctx, data, "test", shard=False)
         optimizer, scheduler = self.recipe(cfg)
         started = sorted(ctx.run_dir.glob(f"expert_*/{CHECKPOINT_NAME}"))
         if started:

@@ -16,7 +16,6 @@ import math
 
 import torch
 
-from mixbench.components import build_components
 from mixbench.continual.classes import ClassSteps, rows_of
 from mixbench.continual.memory import ReservoirBuffer
 from mixbench.continual.steps import (evaluate_step, finish, log_step, resume_point,
@@ -25,11 +24,11 @@ from mixbench.data import InMemoryLoader, make_loader
 from mixbench.engine.checkpoint import CHECKPOINT_NAME
 from mixbench.engine.context import RunContext
 from mixbench.engine.fit import FitState, Training, fit, fit_state
-from mixbench.engine.seeding import derive_seed, seed_everything
+from mixbench.engine.seeding import derive_seed
 from mixbench.errors import ConfigError
 from mixbench.protocols.base import Protocol
 from mixbench.registry import PROTOCOLS
-from mixbench.tasks import require_task, task_for
+from mixbench.tasks import task_for
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +61,8 @@ class ReplayStream:
 @PROTOCOLS.register("online")
 class Online(Protocol):
     name = "online"
+    task = "classification"
+    one_process = "trains on one stream in one process"
 
     def __init__(self, *, increment: int = 2, class_order_seed: int | None = 1993,
                  memory: int = 200, stream_batch: int = 10, memory_batch: int = 10):
@@ -73,16 +74,11 @@ class Online(Protocol):
         self.stream_batch, self.memory_batch = stream_batch, memory_batch
 
     def __call__(self, ctx: RunContext) -> dict:
-        cfg, t, info = ctx.cfg, ctx.cfg.trainer, ctx.info
-        if info.enabled:
-            raise ConfigError("protocol=online trains on one stream in one process; use "
-                              "trainer.devices=1")
+        cfg, t = ctx.cfg, ctx.cfg.trainer
         if t.epochs != 1:
             raise ConfigError(f"protocol=online makes one pass over the stream: "
                               f"trainer.epochs must be 1, got {t.epochs}")
-        seed_everything(cfg.seed)
-        parts = build_components(cfg, ctx.device)
-        require_task(parts.task, "classification", "protocol=online")
+        parts = self.components(ctx)
         model = parts.model
         steps = ClassSteps.of(parts.data, self.seed, self.increment, self.increment)
         ranges, train = steps.ranges, steps.data.train

@@ -23,7 +23,7 @@ import hydra.utils
 import torch
 from torch.utils.data import DataLoader
 
-from mixbench.components import DATASETS, LOSSES, SCHEDULERS, TASKS, build_components
+from mixbench.components import DATASETS, SCHEDULERS, TASKS
 from mixbench.data import make_loader
 from mixbench.data.bundle import Split
 from mixbench.data.retrieval import (MPerClassBatches, MPerClassLoader, split_by_class,
@@ -31,7 +31,6 @@ from mixbench.data.retrieval import (MPerClassBatches, MPerClassLoader, split_by
 from mixbench.engine.checkpoint import CHECKPOINT_NAME
 from mixbench.engine.context import RunContext
 from mixbench.engine.fit import FitState, Training, fit, resume
-from mixbench.engine.seeding import seed_everything
 from mixbench.errors import ConfigError
 from mixbench.models.embedding import EmbeddingNet
 from mixbench.protocols.base import Protocol
@@ -89,13 +88,14 @@ class Retrieval(Protocol):
         data = DATASETS.build(cfg.dataset)
         data = split_by_class(dataclasses.replace(data, name=cfg.dataset.name),
                               self.train_classes)
-        parts = build_components(cfg, ctx.device, data=data)  # checks loss and method
-        model = EmbeddingNet(parts.model, self.embedding_dim, pooling=self.pooling,
-                             freeze_bn=self.freeze_bn).to(ctx.device)
-        loss_fn = LOSSES.build(cfg.loss, num_classes=data.num_classes,
-                               embedding_dim=self.embedding_dim).to(ctx.device)
-        task = TASKS.build({"name": "retrieval", "ks": self.ks}, data=data)
-        return dataclasses.replace(parts, model=model, loss_fn=loss_fn, task=task)
+        parts = self.components(
+            ctx, data=data, task=TASKS.build({"name": "retrieval", "ks": self.ks},
+                                                    data=data),
+            head=lambda backbone: EmbeddingNet(backbone, self.embedding_dim,
+                                               pooling=self.pooling, freeze_bn=self.freeze_bn),
+            loss_options={"num_classes": data.num_classes, "embedding_dim": self.embedding_dim})
+        parts.loss_fn.to(ctx.device)  # a proxy loss's proxies
+        return parts
 
     def loaders(self, ctx: RunContext, data):
         t = ctx.cfg.trainer
@@ -133,7 +133,6 @@ class Retrieval(Protocol):
             raise ConfigError("protocol=retrieval does not start from another run "
                               "(trainer.init_from); start from pretrained weights with "
                               "backbone=timm backbone.checkpoint=PATH")
-        seed_everything(cfg.seed)
         parts = self.build(ctx)
         train, reference, test = self.loaders(ctx, parts.data)
         parts.method.setup(parts.data, train)

@@ -6,14 +6,11 @@ from __future__ import annotations
 import logging
 import time
 
-from mixbench.components import build_components
-from mixbench.data import make_loader
 from mixbench.data.label_noise import LABEL_NOISE_NAME
 from mixbench.engine.checkpoint import CHECKPOINT_NAME
 from mixbench.engine.context import RunContext
 from mixbench.engine.fit import Training, fit, resume
 from mixbench.engine.load import init_from_run
-from mixbench.engine.seeding import seed_everything
 from mixbench.eval.temperature import check_temperature_split
 from mixbench.protocols.base import Protocol
 from mixbench.registry import PROTOCOLS
@@ -29,17 +26,13 @@ class Standard(Protocol):
 
     def __call__(self, ctx: RunContext) -> dict:
         cfg, t, info = ctx.cfg, ctx.cfg.trainer, ctx.info
-        seed_everything(cfg.seed)  # the same on every rank: same init, same shuffling
-        parts = build_components(cfg, ctx.device)
+        parts = self.components(ctx)  # seeded: the same on every rank
         data = parts.data
         temperature_split = cfg.eval.get("temperature_split", "val")
         check_temperature_split(temperature_split, len(data.val))  # before training, not after
         check_headline(cfg.eval.get("top1", "final"), cfg.eval.get("top1_heads", "model"))
-        train_loader = make_loader(data, "train", t.batch_size, train=True, device=ctx.device,
-                                   num_workers=t.num_workers, shard=info, seed=cfg.seed)
-        val_loader, test_loader = (
-            make_loader(data, split, t.eval_batch_size, train=False, device=ctx.device,
-                        num_workers=t.num_workers, shard=info) for split in ("val", "test"))
+        train_loader = self.loader(ctx, data, "train", train=True)
+        val_loader, test_loader = (self.loader(ctx, data, split) for split in ("val", "test"))
         parts.method.setup(data, train_loader)
         training = Training.build(ctx, parts, len(train_loader), t.epochs)
 
