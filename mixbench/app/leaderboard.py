@@ -100,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             console.append(f"## {title}\n\n"
                            f"{to_markdown(summary, console_columns(task, section_runs), groups)}")
             for section in registered_sections():  # a protocol's own tables (steps, λ, ...)
-                for name, table in section.tables(section_runs, groups):
-                    texts.append(f"### {protocol}: {name}\n\n{table}")
+                for name, markdown in section.tables(section_runs, groups):
+                    texts.append(f"### {protocol}: {name}\n\n{markdown}")
                     console.append(texts[-1])
         checked = evaluate_claims(runs, claims) if claims else None
     except (KeyError, ConfigError) as err:
