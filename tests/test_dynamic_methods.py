@@ -12,7 +12,7 @@ import torch.distributed as dist
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from conftest import FAST, make_cfg, steps_that_never_wait
+from conftest import FAST, make_cfg, steps_that_never_wait, Recorder
 
 from mixbench.engine.checkpoint import save_checkpoint
 from mixbench.app.train import train
@@ -66,17 +66,6 @@ def model_for(name):
 
 def image_batch():
     return torch.randn(B, 1, SIDE, SIDE), torch.arange(B)
-
-
-class Recorder:
-    """Soft CE that remembers what it was called with."""
-
-    def __init__(self):
-        self.calls, self.ce = [], CrossEntropy()
-
-    def __call__(self, logits, targets):
-        self.calls.append((logits.detach(), targets.detach()))
-        return self.ce(logits, targets)
 
 
 def partners(y):

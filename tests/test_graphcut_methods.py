@@ -9,6 +9,7 @@ import torch
 from torch.nn import functional as F
 
 import gco
+from conftest import Recorder
 from mixbench.components import BACKBONES, METHODS
 from mixbench.errors import ConfigError
 from mixbench.losses import CrossEntropy
@@ -32,15 +33,6 @@ def constant_images(b=B, side=SIDE):
 
 def build(name, **kwargs):
     return METHODS.build({"name": name, **kwargs}, num_classes=K)
-
-
-class Recorder:
-    def __init__(self):
-        self.calls, self.ce = [], CrossEntropy()
-
-    def __call__(self, logits, targets):
-        self.calls.append((logits.detach(), targets.detach()))
-        return self.ce(logits, targets)
 
 
 # --- PuzzleMix, official -----------------------------------------------------------------
