@@ -101,7 +101,6 @@ test-fast: setup
 	exit $$status
 
 lint: setup
-	$(PY) -m pip install --quiet ruff
 	$(PY) -m ruff check mixbench tools tests benchmarks
 
 # Fashion-MNIST's raw files from Debian's package (the dataset=fashion_mnist default root).

@@ -27,7 +27,7 @@ from mixbench.continual.steps import (evaluate_step, finish, log_step, resume_po
 from mixbench.data import InMemoryLoader, make_loader
 from mixbench.engine.checkpoint import CHECKPOINT_NAME, restore_model
 from mixbench.engine.context import RunContext
-from mixbench.engine.fit import FitState, Training, fit, fit_state
+from mixbench.engine.fit import FitState, Training, fit, resume
 from mixbench.engine.seeding import derive_seed, seed_everything
 from mixbench.errors import ConfigError
 from mixbench.protocols.base import Protocol
@@ -115,9 +115,8 @@ class ClassIncremental(Protocol):
             training = Training.build(ctx, parts, len(train_loader), epochs, method=method,
                                       optimizer=optimizer, scheduler=scheduler)
             state = FitState()
-            if start.inside is not None and step == start.step:
-                training.load_state_dict(start.inside, ctx.run_dir / CHECKPOINT_NAME)
-                state = fit_state(start.inside)
+            if start.inside is not None and step == start.step:  # stopped during this step
+                state, _ = resume(training, ctx.run_dir / CHECKPOINT_NAME, ctx.config)
                 log.info("resuming step %d at epoch %d/%d", step + 1, state.epoch, epochs)
             clipping = clip_head_weights(model, training.optimizer) if self.clip else None
             training.wrap(ctx)

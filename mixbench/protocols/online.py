@@ -23,7 +23,7 @@ from mixbench.continual.steps import (evaluate_step, finish, log_step, resume_po
 from mixbench.data import InMemoryLoader, make_loader
 from mixbench.engine.checkpoint import CHECKPOINT_NAME
 from mixbench.engine.context import RunContext
-from mixbench.engine.fit import FitState, Training, fit, fit_state
+from mixbench.engine.fit import FitState, Training, fit, resume
 from mixbench.engine.seeding import derive_seed
 from mixbench.errors import ConfigError
 from mixbench.protocols.base import Protocol
@@ -89,8 +89,9 @@ class Online(Protocol):
 
         start = resume_point(ctx)
         records, history, metrics = start.records, start.history, start.metrics
+        inside = FitState()
         if start.inside is not None:  # stopped during a step: its checkpoint
-            training.load_state_dict(start.inside, ctx.run_dir / CHECKPOINT_NAME)
+            inside, _ = resume(training, ctx.run_dir / CHECKPOINT_NAME, ctx.config)
         elif start.model is not None:  # after a step that ended: model, optimiser, method
             training.load_state_dict(start.memory["training"], "the previous step's checkpoint")
         if start.memory is not None:
@@ -116,9 +117,7 @@ class Online(Protocol):
                                        for split in ("val", "test"))
             training.method.start_step(low)
             training.method.setup(seen, stream)
-            state = FitState()
-            if start.inside is not None and step == start.step:
-                state = fit_state(start.inside)
+            state = inside if start.inside is not None and step == start.step else FitState()
 
             state = fit(ctx, training, task, stream, test_loader, epochs=1,
                         seed=step_seed, state=state,
