@@ -119,15 +119,35 @@ def metrics(args) -> None:
 
 
 def fixed_embedding(args):
-    """The test split's embeddings and labels of the retrieval run ``args.run``, else the
-    random ones of ``metrics``."""
+    """The test split's embeddings and labels of the retrieval run ``args.run`` (its
+    ``last.pt``), else the random ones of ``metrics``."""
     if args.run is None:
         return embeddings(args.n[0], args.dim, args.device)
-    from mixbench.engine.load import load_run
+    import dataclasses
 
-    run = load_run(args.run, args.device)
-    parts = run.parts
-    return parts.task.embed(parts.model, run.loader("test"), parts.device)
+    import torch
+    from omegaconf import OmegaConf
+
+    from mixbench.components import DATASETS, build_components
+    from mixbench.data import make_loader
+    from mixbench.data.retrieval import split_by_class
+    from mixbench.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_model
+    from mixbench.eval.evaluate import predict
+    from mixbench.models.embedding import EmbeddingNet
+
+    path = Path(args.run) / CHECKPOINT_NAME
+    state = load_checkpoint(path)
+    cfg = OmegaConf.create(state["config"])
+    p, device = cfg.protocol, torch.device(args.device)
+    data = split_by_class(dataclasses.replace(DATASETS.build(cfg.dataset),
+                                              name=cfg.dataset.name), p.train_classes)
+    parts = build_components(cfg, device, data=data)
+    model = EmbeddingNet(parts.model, p.embedding_dim, pooling=p.pooling,
+                         freeze_bn=p.freeze_bn).to(device)
+    restore_model(model, state["model"], path)
+    loader = make_loader(data, "test", cfg.trainer.eval_batch_size, train=False, device=device)
+    x, y = predict(model.eval(), loader, device)
+    return x.to(device), y.to(device)
 
 
 def nmi_seeds(args) -> None:

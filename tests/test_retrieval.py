@@ -387,6 +387,7 @@ def test_retrieval_runs_refuse_what_does_not_fit_with_the_fix(tmp_path):
         ("+method=metrix", "method.mode=inptu"): "method.mode must be one of input, feature",
         ("trainer.batch_size=60",): "needs 6 classes; the training split has 5",
         ("trainer.init_from=somewhere",): "backbone.checkpoint=PATH",
+        ("protocol.nmi_starts=0",): "protocol.nmi_starts must be a positive integer",
     }
     for overrides, message in cases.items():
         with pytest.raises(ConfigError, match=message):

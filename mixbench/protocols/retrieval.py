@@ -32,6 +32,7 @@ from mixbench.engine.checkpoint import CHECKPOINT_NAME
 from mixbench.engine.context import RunContext
 from mixbench.engine.fit import FitState, Training, fit, resume
 from mixbench.engine.seeding import seed_everything
+from mixbench.eval.retrieval import NMI_STARTS
 from mixbench.errors import ConfigError
 from mixbench.models.embedding import EmbeddingNet
 from mixbench.protocols.base import Protocol
@@ -73,13 +74,17 @@ class Retrieval(Protocol):
 
     def __init__(self, *, train_classes: list[int] | None = None, embedding_dim: int = 128,
                  pooling: str = "avg", freeze_bn: bool = False, warmup_epochs: int = 0,
-                 m_per_class: int = 10, ks=(1, 2, 4, 8)):
+                 m_per_class: int = 10, ks=(1, 2, 4, 8), nmi_starts: int = NMI_STARTS):
         if warmup_epochs < 0:
             raise ConfigError(f"protocol.warmup_epochs must be >= 0, got {warmup_epochs}")
         self.train_classes = train_classes
         self.embedding_dim, self.pooling, self.freeze_bn = embedding_dim, pooling, freeze_bn
         self.warmup_epochs, self.m = warmup_epochs, m_per_class
         self.ks = list(ks)
+        if not isinstance(nmi_starts, int) or nmi_starts < 1:
+            raise ConfigError(f"protocol.nmi_starts must be a positive integer (k-means "
+                              f"starts per NMI), got {nmi_starts!r}")
+        self.nmi_starts = nmi_starts
 
     def build(self, ctx: RunContext):
         """The class-split data and the run's parts: the backbone with its embedding head,
@@ -93,7 +98,8 @@ class Retrieval(Protocol):
                              freeze_bn=self.freeze_bn).to(ctx.device)
         loss_fn = LOSSES.build(cfg.loss, num_classes=data.num_classes,
                                embedding_dim=self.embedding_dim).to(ctx.device)
-        task = TASKS.build({"name": "retrieval", "ks": self.ks}, data=data)
+        task = TASKS.build({"name": "retrieval", "ks": self.ks,
+                            "nmi_starts": self.nmi_starts}, data=data)
         return dataclasses.replace(parts, model=model, loss_fn=loss_fn, task=task)
 
     def loaders(self, ctx: RunContext, data):
