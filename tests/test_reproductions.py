@@ -59,7 +59,8 @@ def five_claims(tmp_path):
     spec = write_spec(tmp_path / "claims.yaml", [
         claim("a", paper="ECE 1.3% vs 3.1% (CIFAR-10)", why="none: holds"),
         claim("b", why="scale: tiny data"), claim("c", why="none: was reproduced once"),
-        claim("d", baseline={"tag": "a_base"}), untested])
+        claim("d", baseline={"tag": "a_base"}, why="none: held on runs kept elsewhere"),
+        untested])
     return runs, spec
 
 
@@ -84,9 +85,11 @@ def test_verdicts_and_numbers_come_from_the_runs(five_claims):
     assert "no runs" in rows[3] and "5.50 ± 0.50 % (2 runs)" in rows[3]
     assert UNTESTED in rows[4]
     whys = [row.strip("|").split("|")[-1].strip() for row in rows]
-    # c's "none" was written for a reproduced verdict: the stale reason is flagged
+    # c's "none" was written for a reproduced verdict: the stale reason is flagged; d has no
+    # runs here, so no verdict to hold its reason against
     assert whys == ["none: holds", "scale: tiny data",
-                    "none: was reproduced once (written for a reproduced verdict)", "—", "—"]
+                    "none: was reproduced once (written for a reproduced verdict)",
+                    "none: held on runs kept elsewhere", "—"]
 
 
 def test_tag_column_reads_the_run_config(five_claims, tmp_path):

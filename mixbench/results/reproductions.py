@@ -240,11 +240,14 @@ def verdict(ours: Side, baseline: Side, higher_is_better: bool) -> str:
 
 
 def why_cell(result: ClaimResult) -> str:
-    """The claim's ``why``; flagged when it was written for another verdict (``none`` on a
-    claim not reproduced, a cause on one reproduced), so a stale reason shows."""
+    """The claim's ``why``; flagged when it was written for another verdict than the runs
+    give (``none`` on a claim not reproduced, a cause on one reproduced), so a stale reason
+    shows. Claims without a verdict here (no runs, not tested) show it as written."""
     why = result.claim.why
     if why is None:
         return "—"
+    if result.verdict not in (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE):
+        return why
     reproduced = result.verdict == REPRODUCED
     if (why_cause(why) == NO_CAUSE) != reproduced:
         return f"{why} (written for a{'nother' if reproduced else ' reproduced'} verdict)"
