@@ -25,7 +25,7 @@ benchmark: setup
 		hydra.sweep.dir=$(BENCH_DIR) trainer.progress=false
 	$(PY) tools/leaderboard.py $(BENCH_DIR)
 
-# The seed papers' claims a CPU can test (experiment=reproduce_cpu: 20 configurations × 3
+# The seed papers' claims a CPU can test (experiment=reproduce_cpu: 21 configurations × 3
 # seeds on digits and diabetes), the last-layer geometry of its ERM and mixup runs, then the
 # table of docs/reproductions.md. Re-running skips the runs already completed.
 REPRO_DIR ?= multirun/reproduce_cpu

@@ -3,6 +3,7 @@
     python benchmarks/retrieval.py metrics              # N = 10k and 60k, d = 128
     python benchmarks/retrieval.py metrics --n 10000 --impls ours
     python benchmarks/retrieval.py step                 # a Metrix step against a plain one
+    python benchmarks/retrieval.py nmi-seeds --run RUN  # NMI's spread over k-means seeds
 
 ``metrics``: mixbench's chunked Recall@K + MAP@R (``recall_and_map_at_r``) and NMI against
 pytorch-metric-learning's ``AccuracyCalculator`` (precision@1, MAP@R with
@@ -15,7 +16,12 @@ its size before the call (CPU), or ``torch.cuda.max_memory_allocated`` beyond th
 ``step``: one training step (forward, loss, backward) of the small CNN on a 28×28 batch of
 50 (5 classes × 10), plain contrastive / multi-similarity against Metrix in each mode with
 its positive-negative pairing (the anchor-negative pairing has no pairs in m-per-class
-batches). Medians over ``--repeats``; ratios are measured side by side in one process."""
+batches). Medians over ``--repeats``; ratios are measured side by side in one process.
+
+``nmi-seeds``: NMI of one fixed embedding (the test split of a retrieval run, ``--run``; else
+the random embeddings of ``metrics`` at the first ``--n``) under k-means seeds 0 ..
+``--seeds``−1, with one k-means++ start and with each count of ``--starts``: mean, std and range
+over the seeds, and the time of one NMI."""
 from __future__ import annotations
 
 import argparse
@@ -47,7 +53,7 @@ def one_metrics_case(impl: str, n: int, dim: int, device: str) -> dict:
     """Run in a subprocess: time and peak memory of one implementation at one N."""
     import torch
 
-    from mixbench.eval.retrieval import kmeans, nmi, recall_and_map_at_r
+    from mixbench.eval.retrieval import NMI_STARTS, kmeans, nmi, recall_and_map_at_r
 
     x, y = embeddings(n, dim, device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
@@ -64,7 +70,8 @@ def one_metrics_case(impl: str, n: int, dim: int, device: str) -> dict:
         calc = AccuracyCalculator(include=("precision_at_1", "mean_average_precision_at_r",
                                            "NMI"), k="max_bin_count", device=torch.device(device),
                                   knn_func=CustomKNN(LpDistance(), batch_size=256),
-                                  kmeans_func=lambda e, c: kmeans(e, c, seed=0))
+                                  kmeans_func=lambda e, c: kmeans(e, c, seed=0,
+                                                                  starts=NMI_STARTS))
 
         def run():
             return calc.get_accuracy(x, y, ref_includes_query=True)
@@ -111,6 +118,55 @@ def metrics(args) -> None:
               f"{mapr:.4f} | {m.get('nmi', m.get('NMI')):.4f} |")
 
 
+def fixed_embedding(args):
+    """The test split's embeddings and labels of the retrieval run ``args.run`` (its
+    ``last.pt``), else the random ones of ``metrics``."""
+    if args.run is None:
+        return embeddings(args.n[0], args.dim, args.device)
+    import dataclasses
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from mixbench.components import DATASETS, build_components
+    from mixbench.data import make_loader
+    from mixbench.data.retrieval import split_by_class
+    from mixbench.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_model
+    from mixbench.eval.evaluate import predict
+    from mixbench.models.embedding import EmbeddingNet
+
+    path = Path(args.run) / CHECKPOINT_NAME
+    state = load_checkpoint(path)
+    cfg = OmegaConf.create(state["config"])
+    p, device = cfg.protocol, torch.device(args.device)
+    data = split_by_class(dataclasses.replace(DATASETS.build(cfg.dataset),
+                                              name=cfg.dataset.name), p.train_classes)
+    parts = build_components(cfg, device, data=data)
+    model = EmbeddingNet(parts.model, p.embedding_dim, pooling=p.pooling,
+                         freeze_bn=p.freeze_bn).to(device)
+    restore_model(model, state["model"], path)
+    loader = make_loader(data, "test", cfg.trainer.eval_batch_size, train=False, device=device)
+    x, y = predict(model.eval(), loader, device)
+    return x.to(device), y.to(device)
+
+
+def nmi_seeds(args) -> None:
+    import numpy as np
+
+    from mixbench.eval.retrieval import nmi
+
+    x, y = fixed_embedding(args)
+    print(f"| k-means starts | seeds | NMI % mean | std | min–max | s per NMI |  "
+          f"({args.run or 'random embeddings'}: N {len(x)}, d {x.shape[1]}, {args.device})")
+    print("|---|---|---|---|---|---|")
+    for starts in sorted({1, *args.starts}):
+        start = time.perf_counter()
+        values = 100 * np.array([nmi(x, y, seed=s, starts=starts) for s in range(args.seeds)])
+        seconds = (time.perf_counter() - start) / args.seeds
+        print(f"| {starts} | {args.seeds} | {values.mean():.2f} | {values.std():.2f} | "
+              f"{values.min():.2f}–{values.max():.2f} | {seconds:.3f} |", flush=True)
+
+
 def step(args) -> None:
     import torch
 
@@ -151,7 +207,7 @@ def main(argv=None) -> None:
         print(json.dumps(one_metrics_case(impl, n, dim, device)))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["metrics", "step"])
+    parser.add_argument("what", choices=["metrics", "step", "nmi-seeds"])
     parser.add_argument("--n", type=int, nargs="+", default=[10000, 60000])
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--impls", nargs="+", default=["ours", "pml"], choices=["ours", "pml"])
@@ -160,9 +216,13 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--m", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--run", default=None, help="nmi-seeds: a retrieval run folder")
+    parser.add_argument("--seeds", type=int, default=20, help="nmi-seeds: k-means seeds")
+    parser.add_argument("--starts", type=int, nargs="+", default=[10, 30],
+                        help="nmi-seeds: k-means++ starts per NMI (1 is always measured)")
     args = parser.parse_args(argv)
     quiet_malloc()
-    metrics(args) if args.what == "metrics" else step(args)
+    {"metrics": metrics, "step": step, "nmi-seeds": nmi_seeds}[args.what](args)
 
 
 if __name__ == "__main__":

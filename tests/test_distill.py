@@ -468,6 +468,22 @@ def test_study_plan_runs_experts_first_and_every_component_alone(tmp_path):
         assert not any(o in overrides for o in others)  # one component at a time
 
 
+def test_study_smooth_experts_take_asts_lr_ratio_and_plain_ones_do_not(tmp_path):
+    """AST trains its experts at 0.3x MTT's lr (0.003 with momentum against 0.01 without):
+    the study's smooth experts take 0.3x its plain experts' lr, and the protocol's default is
+    AST's 0.003."""
+    from mixbench.distill.study import SETTINGS, plan
+
+    for name in SETTINGS:
+        (_, plain, _), (_, smooth, _) = plan(tmp_path, [name], [1], [0])[:2]
+        lr = float(next(o for o in plain if o.startswith("optimizer.lr=")).split("=")[1])
+        smooth_lr = [o for o in smooth if o.startswith("protocol.smooth_optimizer.lr=")]
+        assert not any(o.startswith("protocol.smooth_optimizer.lr=") for o in plain)
+        assert len(smooth_lr) == 1
+        assert float(smooth_lr[0].split("=")[1]) == pytest.approx(0.3 * lr)
+    assert make_cfg("protocol=experts").protocol.smooth_optimizer.lr == pytest.approx(0.003)
+
+
 def test_zca_whitens_every_split_with_the_training_splits_statistics():
     from mixbench.components import DATASETS
     from mixbench.distill.trajectories import prepared_data

@@ -13,8 +13,8 @@ from pytorch_metric_learning.distances import LpDistance
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from pytorch_metric_learning.utils.inference import CustomKNN
 
-from mixbench.eval.retrieval import (kmeans, nearest_neighbors, nmi, recall_and_map_at_r,
-                                     retrieval_metrics, utilization)
+from mixbench.eval.retrieval import (NMI_STARTS, kmeans, nearest_neighbors, nmi,
+                                     recall_and_map_at_r, retrieval_metrics, utilization)
 
 
 def brute_force(embeddings: np.ndarray, labels: np.ndarray, ks):
@@ -81,7 +81,8 @@ def test_map_at_r_and_nmi_agree_with_pml_accuracy_calculator():
     calc = AccuracyCalculator(include=("mean_average_precision_at_r", "precision_at_1", "NMI"),
                               k="max_bin_count",
                               knn_func=CustomKNN(LpDistance(normalize_embeddings=False)),
-                              kmeans_func=lambda e, c: kmeans(e, c, seed=0))
+                              kmeans_func=lambda e, c: kmeans(e, c, seed=0,
+                                                              starts=NMI_STARTS))
     pml = calc.get_accuracy(x, y, ref_includes_query=True)
     ours = retrieval_metrics(x, y, ks=(1, 2))
     assert ours["map@r"] == pytest.approx(pml["mean_average_precision_at_r"], abs=1e-6)
@@ -97,6 +98,31 @@ def test_nmi_is_one_for_separated_classes_and_kmeans_is_seeded():
     assert torch.equal(kmeans(x, 4, seed=3), kmeans(x, 4, seed=3))
     with pytest.raises(ValueError, match="clusters"):
         kmeans(x, 0)
+
+
+def _inertia(x, assign):
+    """Sum of squared distances of the rows to their cluster's mean."""
+    return sum(((x[assign == c] - x[assign == c].mean(0)) ** 2).sum().item()
+               for c in assign.unique())
+
+
+def test_several_kmeans_starts_keep_the_lowest_inertia_and_steady_nmi():
+    """Six overlapping blobs, where single k-means++ starts land in different local optima:
+    the best of ten starts is never worse than the first start alone (the same draw), better
+    on average over seeds, and its NMI spreads less over k-means seeds."""
+    rng = np.random.RandomState(0)
+    labels = np.repeat(np.arange(6), 40)
+    x = torch.tensor((rng.randn(6, 4) * 2)[labels] + rng.randn(240, 4), dtype=torch.float32)
+    y = torch.tensor(labels)
+    one = [_inertia(x, kmeans(x, 6, seed=s, starts=1)) for s in range(10)]
+    ten = [_inertia(x, kmeans(x, 6, seed=s, starts=10)) for s in range(10)]
+    assert all(t <= o + 1e-3 for t, o in zip(ten, one))
+    assert np.mean(ten) < np.mean(one) - 10
+    spread = {n: np.std([nmi(x, y, seed=s, starts=n) for s in range(10)]) for n in (1, 10)}
+    assert spread[10] < spread[1] / 1.5
+    assert torch.equal(kmeans(x, 6, seed=4, starts=10), kmeans(x, 6, seed=4, starts=10))
+    with pytest.raises(ValueError, match="at least one start"):
+        kmeans(x, 6, starts=0)
 
 
 def test_utilization_is_the_mean_squared_distance_to_the_nearest_reference():
@@ -361,6 +387,7 @@ def test_retrieval_runs_refuse_what_does_not_fit_with_the_fix(tmp_path):
         ("+method=metrix", "method.mode=inptu"): "method.mode must be one of input, feature",
         ("trainer.batch_size=60",): "needs 6 classes; the training split has 5",
         ("trainer.init_from=somewhere",): "backbone.checkpoint=PATH",
+        ("protocol.nmi_starts=0",): "protocol.nmi_starts must be a positive integer",
     }
     for overrides, message in cases.items():
         with pytest.raises(ConfigError, match=message):

@@ -31,6 +31,7 @@ from mixbench.data.retrieval import (MPerClassBatches, MPerClassLoader, split_by
 from mixbench.engine.checkpoint import CHECKPOINT_NAME
 from mixbench.engine.context import RunContext
 from mixbench.engine.fit import FitState, Training, fit, resume
+from mixbench.eval.retrieval import NMI_STARTS
 from mixbench.errors import ConfigError
 from mixbench.models.embedding import EmbeddingNet
 from mixbench.protocols.base import Protocol
@@ -73,13 +74,17 @@ class Retrieval(Protocol):
 
     def __init__(self, *, train_classes: list[int] | None = None, embedding_dim: int = 128,
                  pooling: str = "avg", freeze_bn: bool = False, warmup_epochs: int = 0,
-                 m_per_class: int = 10, ks=(1, 2, 4, 8)):
+                 m_per_class: int = 10, ks=(1, 2, 4, 8), nmi_starts: int = NMI_STARTS):
         if warmup_epochs < 0:
             raise ConfigError(f"protocol.warmup_epochs must be >= 0, got {warmup_epochs}")
         self.train_classes = train_classes
         self.embedding_dim, self.pooling, self.freeze_bn = embedding_dim, pooling, freeze_bn
         self.warmup_epochs, self.m = warmup_epochs, m_per_class
         self.ks = list(ks)
+        if not isinstance(nmi_starts, int) or nmi_starts < 1:
+            raise ConfigError(f"protocol.nmi_starts must be a positive integer (k-means "
+                              f"starts per NMI), got {nmi_starts!r}")
+        self.nmi_starts = nmi_starts
 
     def build(self, ctx: RunContext):
         """The class-split data and the run's parts: the backbone with its embedding head,
@@ -89,8 +94,8 @@ class Retrieval(Protocol):
         data = split_by_class(dataclasses.replace(data, name=cfg.dataset.name),
                               self.train_classes)
         parts = self.components(
-            ctx, data=data, task=TASKS.build({"name": "retrieval", "ks": self.ks},
-                                                    data=data),
+            ctx, data=data, task=TASKS.build({"name": "retrieval", "ks": self.ks,
+                                          "nmi_starts": self.nmi_starts}, data=data),
             head=lambda backbone: EmbeddingNet(backbone, self.embedding_dim,
                                                pooling=self.pooling, freeze_bn=self.freeze_bn),
             loss_options={"num_classes": data.num_classes, "embedding_dim": self.embedding_dim})

@@ -3,7 +3,13 @@
 A YAML spec lists claims: each names a metric and two filters of the run table, the runs of the
 method a paper proposes (``ours``) and those it is compared with (``baseline``), and quotes
 the paper's own numbers. The numbers and the verdict come from the runs (mean ± std over
-seeds); only the quote is written by hand."""
+seeds); only the quote and ``why`` are written by hand.
+
+``why`` says what a verdict other than *reproduced* is due to, as ``CAUSE: reason``: ``recipe``
+(our recipe differs from the paper's: a setting, a law, a model), ``scale`` (the data, the
+model or the training length are far smaller than the paper's), ``method`` (the method itself,
+as specified, does not do what is claimed here), ``unknown`` (not settled: the reason says
+what was checked); ``none`` on claims reproduced here."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -21,9 +27,13 @@ from mixbench.results.table import filter_runs
 
 REQUIRED = ("system", "claim", "command")
 TESTED = ("metric", "ours", "baseline")
-OPTIONAL = ("paper", "higher_is_better", "untested")
+OPTIONAL = ("paper", "higher_is_better", "untested", "why")
 KEYS = REQUIRED + TESTED + OPTIONAL
 TEXT_KEYS = REQUIRED + ("paper", "untested")
+
+# What a verdict is due to (``why: CAUSE: reason``); NO_CAUSE is for reproduced claims.
+CAUSES = ("recipe", "scale", "method", "unknown", "none")
+NO_CAUSE = "none"
 
 REPRODUCED, NOT_REPRODUCED = "reproduced", "not reproduced"
 INCONCLUSIVE = "inconclusive (within one std)"
@@ -36,6 +46,7 @@ class Claim:
     command: str
     paper: str | None = None
     untested: str | None = None  # why the claim is not tested here
+    why: str | None = None  # "CAUSE: reason", CAUSE one of CAUSES
     column: Column | None = None  # the metric: its key, direction, unit and decimals
     ours: dict[str, str] = field(default_factory=dict)
     baseline: dict[str, str] = field(default_factory=dict)
@@ -108,6 +119,8 @@ def _claim(entry, where: str) -> Claim:
     if missing:
         raise ConfigError(f"{where}: add {', '.join(missing)} (required: {', '.join(REQUIRED)})")
     text = {k: _one_line(entry[k], k, where) for k in TEXT_KEYS if entry.get(k) is not None}
+    if entry.get("why") is not None:
+        text["why"] = _why(entry["why"], where)
     if "untested" in text:
         given = [k for k in (*TESTED, "higher_is_better") if k in entry]
         if given:
@@ -128,6 +141,22 @@ def _one_line(value, key: str, where: str) -> str:
     if not isinstance(value, str) or "\n" in value.strip():
         raise ConfigError(f"{where}: {key} must be one line of text, got {value!r}")
     return value.strip()
+
+
+def why_cause(why: str) -> str:
+    """The cause of a ``why`` text: the word before its first colon."""
+    return why.split(":", 1)[0].strip()
+
+
+def _why(value, where: str) -> str:
+    """``CAUSE: reason``, CAUSE one of CAUSES and a reason after it."""
+    text = _one_line(value, "why", where)
+    cause, _, reason = text.partition(":")
+    if cause.strip() not in CAUSES or not reason.strip():
+        raise ConfigError(f"{where}: why must read 'CAUSE: reason' with CAUSE one of "
+                          f"{', '.join(CAUSES)} (none: reproduced here), e.g. 'scale: 8x8 "
+                          f"digits leave one or two test images between methods'; got {text!r}")
+    return f"{cause.strip()}: {reason.strip()}"
 
 
 def _filter(value, key: str, where: str) -> dict[str, str]:
@@ -211,13 +240,30 @@ def verdict(ours: Side, baseline: Side, higher_is_better: bool) -> str:
     return INCONCLUSIVE
 
 
+def why_cell(result: ClaimResult) -> str:
+    """The claim's ``why``; flagged when it was written for another verdict than the runs
+    give (``none`` on a claim not reproduced, a cause on one reproduced), so a stale reason
+    shows. Claims without a verdict here (no runs, not tested) show it as written."""
+    why = result.claim.why
+    if why is None:
+        return "—"
+    if result.verdict not in (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE):
+        return why
+    reproduced = result.verdict == REPRODUCED
+    if (why_cause(why) == NO_CAUSE) != reproduced:
+        return f"{why} (written for a{'nother' if reproduced else ' reproduced'} verdict)"
+    return why
+
+
 def to_markdown(results: list[ClaimResult]) -> str:
-    """One row per claim: system | claim | command | ours | baseline | paper | verdict."""
+    """One row per claim: system | claim | command | ours | baseline | paper | verdict |
+    why."""
     rows = [{"system": r.claim.system, "claim": _claim_text(r.claim),
              "command": f"`{r.claim.command}`",
              "ours": _side_cell(r.ours, r.claim.column),
              "baseline": _side_cell(r.baseline, r.claim.column),
-             "paper": r.claim.paper or "—", "verdict": r.verdict} for r in results]
+             "paper": r.claim.paper or "—", "verdict": r.verdict, "why": why_cell(r)}
+            for r in results]
     cells = pd.DataFrame(rows).map(lambda text: text.replace("|", "\\|"))  # a cell's own pipes
     return cells.to_markdown(index=False, disable_numparse=True)
 

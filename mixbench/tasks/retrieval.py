@@ -9,7 +9,8 @@ import contextlib
 
 from mixbench.engine.distributed import SINGLE, DistInfo
 from mixbench.eval.evaluate import predict
-from mixbench.eval.retrieval import recall_and_map_at_r, retrieval_metrics, utilization
+from mixbench.eval.retrieval import (NMI_STARTS, recall_and_map_at_r, retrieval_metrics,
+                                     utilization)
 from mixbench.errors import ConfigError
 from mixbench.registry import TASKS
 from mixbench.results.columns import TIMING_COLUMNS, Column
@@ -45,8 +46,9 @@ class Retrieval(Task):
                     "utilization", "best_recall@1", "best_epoch")
     default_loss = "contrastive"
 
-    def __init__(self, data, ks=(1, 2, 4, 8)):
+    def __init__(self, data, ks=(1, 2, 4, 8), nmi_starts: int = NMI_STARTS):
         super().__init__(data)
+        self.nmi_starts = nmi_starts
         ks = sorted({int(k) for k in ks})
         if not ks or ks[0] < 1:
             raise ConfigError(f"protocol.ks must be positive integers, got {ks}")
@@ -81,7 +83,7 @@ class Retrieval(Task):
         ``test_loader``: the unseen classes."""
         test, labels = self.embed(model, test_loader, device, autocast, info)
         reference, _ = self.embed(model, val_loader, device, autocast, info)
-        metrics = retrieval_metrics(test, labels, self.ks)
+        metrics = retrieval_metrics(test, labels, self.ks, nmi_starts=self.nmi_starts)
         metrics["utilization"] = utilization(test, reference)
         return {"test": metrics}
 
