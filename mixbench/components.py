@@ -8,6 +8,7 @@ the engine and the tools import it, and users can too::
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from dataclasses import dataclass
 from typing import Callable
 
@@ -53,7 +54,11 @@ def build_components(cfg: DictConfig, device: torch.device, data: DataBundle | N
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
     method = METHODS.build(cfg.method, num_classes=data.num_classes)
-    loss_fn = LOSSES.build(cfg.loss, **(loss_options or {}))
+    # the runtime arguments the loss takes (a proxy loss its class count; a loss made for
+    # another task none of them, so that the task's check names the fix)
+    accepted = inspect.signature(LOSSES.get(cfg.loss.name)).parameters
+    loss_fn = LOSSES.build(cfg.loss, **{k: v for k, v in (loss_options or {}).items()
+                                        if k in accepted})
     task = task if task is not None else task_for(data)
     task.check(loss_fn=loss_fn, method=method, loss_name=cfg.loss.name,
                method_name=cfg.method.name)
