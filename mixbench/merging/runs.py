@@ -235,7 +235,8 @@ def merge_runs(cfg) -> dict[str, Any]:
         raise ConfigError(f"merge={name} is not a merger: every merge's results hold the "
                           f"reference rows individual and base, and the leaderboard shows "
                           f"them. Choose one of {', '.join(MERGERS.names())}")
-    MERGERS.get(name)  # an unknown name lists the mergers
+    if name not in MERGERS:
+        raise ConfigError(f"unknown merge={name}; choose one of {', '.join(MERGERS.names())}")
     if bn not in BN_MODES:
         raise ConfigError(f"bn={bn!r}: choose recompute or merge")
     if cfg.search.name not in ("grid", "evolution"):
