@@ -66,7 +66,6 @@ def _train_rank(info: DistInfo, config: dict, run_dir: str) -> None:
 def train(cfg: DictConfig, run_dir: str | Path, info: DistInfo = SINGLE) -> dict:
     """Run the experiment ``cfg`` describes in this process (one rank under DDP); results
     land in ``run_dir``, written by rank 0 only."""
-    validate_config(cfg)
     return run_protocol(PROTOCOLS.build(cfg.protocol), cfg, run_dir, info)
 
 
